@@ -1,0 +1,222 @@
+"""Configuration as data: model, tokenizer, corpus and training settings, grouped in profiles.
+
+A profile is one `Profile` instance in `PROFILES`; nothing else in the kit branches on the
+profile's name. `KIT_PROFILE=smoke|classroom|gpu` picks one; without it the kit takes `gpu`
+when CUDA is present and `classroom` otherwise.
+
+Example:
+    >>> from kit.config import get_profile
+    >>> get_profile("smoke").model.n_layers
+    2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A configuration with one or more problems; the message lists every one of them."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a small Llama-style decoder (turned into a transformers `LlamaConfig`)."""
+
+    hidden_size: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int = 4
+    intermediate_size: int = 256
+    max_seq_len: int = 256
+    tie_embeddings: bool = True
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Byte-level BPE vocabulary size (special tokens included)."""
+
+    vocab_size: int = 1024
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """How much pre-training text `kit.corpus` writes about the world (all seeded)."""
+
+    bios_per_country: int = 4       # encyclopedic paragraphs per country, each in a new wording
+    qa_per_country: int = 2         # Q&A web pages per country of the Q&A half
+    stories: int = 200              # everyday narrative paragraphs (general language)
+    val_fraction: float = 0.05      # share of documents kept for validation
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run of `kit.train.train` (pre-training now; SFT and DPO later)."""
+
+    max_steps: int = 100
+    batch_size: int = 16            # rows per micro-batch
+    grad_accum: int = 1             # micro-batches per optimizer step
+    seq_len: int = 128              # tokens per row
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1       # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 10
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 50            # steps between validation passes (0: only at the end)
+    eval_batches: int = 4
+    log_every: int = 10             # steps between loss read-outs (one host sync each)
+    seed: int = 0
+    device: str = "auto"            # "auto" | "cpu" | "cuda"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything one setting of the course needs, from tokenizer to training budget."""
+
+    name: str
+    model: ModelConfig
+    tokenizer: TokenizerConfig
+    corpus: CorpusConfig
+    pretrain: TrainConfig
+    description: str = ""
+
+    def with_pretrain(self, **changes) -> Profile:
+        """A copy with some pre-training settings changed, e.g. `profile.with_pretrain(max_steps=100)`."""
+        return dataclasses.replace(self, pretrain=dataclasses.replace(self.pretrain, **changes))
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        description="CI and tests: a tiny model, a few dozen steps, seconds on a CPU.",
+        model=ModelConfig(hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=4,
+                          intermediate_size=192, max_seq_len=256),
+        tokenizer=TokenizerConfig(vocab_size=768),
+        corpus=CorpusConfig(bios_per_country=2, qa_per_country=1, stories=60),
+        pretrain=TrainConfig(max_steps=150, batch_size=8, seq_len=96, lr=5e-3, warmup_steps=10,
+                             eval_every=50, eval_batches=2, log_every=10),
+    ),
+    "classroom": Profile(
+        name="classroom",
+        description="Default without CUDA: a few-million-parameter model, minutes on 2 CPU cores.",
+        model=ModelConfig(hidden_size=256, n_layers=4, n_heads=4, n_kv_heads=4,
+                          intermediate_size=768, max_seq_len=256),
+        tokenizer=TokenizerConfig(vocab_size=2048),
+        corpus=CorpusConfig(bios_per_country=12, qa_per_country=4, stories=500),
+        pretrain=TrainConfig(max_steps=480, batch_size=16, seq_len=128, lr=3e-3,
+                             warmup_steps=40, eval_every=120, eval_batches=8, log_every=10),
+    ),
+    "gpu": Profile(
+        name="gpu",
+        description="Default with CUDA: a ~100M-parameter model, minutes on one GPU.",
+        model=ModelConfig(hidden_size=768, n_layers=12, n_heads=12, n_kv_heads=12,
+                          intermediate_size=2048, max_seq_len=512),
+        tokenizer=TokenizerConfig(vocab_size=8192),
+        corpus=CorpusConfig(bios_per_country=24, qa_per_country=6, stories=6000),
+        pretrain=TrainConfig(max_steps=2000, batch_size=64, seq_len=256, lr=1e-3,
+                             warmup_steps=100, eval_every=250, eval_batches=16, log_every=25),
+    ),
+}
+
+
+def default_profile_name() -> str:
+    """`KIT_PROFILE` if set, else `gpu` with CUDA and `classroom` without."""
+    name = os.environ.get("KIT_PROFILE", "").strip()
+    if name:
+        return name
+    try:
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "classroom"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "classroom"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """Return the named profile (or the default one), validated.
+
+    Example:
+        >>> get_profile("classroom").name
+        'classroom'
+    """
+    name = name or default_profile_name()
+    if name not in PROFILES:
+        raise ConfigError(
+            f"Unknown profile {name!r}. Valid profiles: {', '.join(PROFILES)}. "
+            "Set KIT_PROFILE to one of them or pass profile=... explicitly."
+        )
+    profile = PROFILES[name]
+    validate(profile)
+    return profile
+
+
+def _problems_model(m: ModelConfig) -> list[str]:
+    out = []
+    for f in ("hidden_size", "n_layers", "n_heads", "n_kv_heads", "intermediate_size", "max_seq_len"):
+        if getattr(m, f) <= 0:
+            out.append(f"model.{f} must be positive, got {getattr(m, f)}")
+    if m.n_heads > 0 and m.hidden_size % m.n_heads:
+        out.append(f"model.hidden_size ({m.hidden_size}) must be divisible by model.n_heads ({m.n_heads})")
+    if m.n_kv_heads > 0 and m.n_heads % m.n_kv_heads:
+        out.append(f"model.n_heads ({m.n_heads}) must be divisible by model.n_kv_heads ({m.n_kv_heads})")
+    return out
+
+
+def _problems_train(t: TrainConfig, prefix: str = "train") -> list[str]:
+    out = []
+    for f in ("max_steps", "batch_size", "grad_accum", "seq_len", "log_every", "eval_batches"):
+        if getattr(t, f) <= 0:
+            out.append(f"{prefix}.{f} must be positive, got {getattr(t, f)}")
+    if not t.lr > 0:
+        out.append(f"{prefix}.lr must be positive, got {t.lr}")
+    if not 0 <= t.min_lr_ratio <= 1:
+        out.append(f"{prefix}.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
+    if t.warmup_steps < 0 or t.warmup_steps > t.max_steps:
+        out.append(f"{prefix}.warmup_steps must be in [0, max_steps={t.max_steps}], got {t.warmup_steps}")
+    if t.eval_every < 0:
+        out.append(f"{prefix}.eval_every must be >= 0 (0 = only at the end), got {t.eval_every}")
+    if t.device not in ("auto", "cpu", "cuda"):
+        out.append(f"{prefix}.device must be 'auto', 'cpu' or 'cuda', got {t.device!r}")
+    return out
+
+
+def validate(obj: Profile | ModelConfig | TrainConfig) -> None:
+    """Raise one `ConfigError` that lists every problem found, or return None.
+
+    Example:
+        >>> validate(TrainConfig(lr=-1, batch_size=0))
+        Traceback (most recent call last):
+        ...
+        kit.config.ConfigError: 2 problems in the configuration:
+          - train.batch_size must be positive, got 0
+          - train.lr must be positive, got -1
+    """
+    problems: list[str] = []
+    if isinstance(obj, Profile):
+        problems += _problems_model(obj.model)
+        problems += _problems_train(obj.pretrain, "pretrain")
+        if obj.tokenizer.vocab_size < 300:
+            problems.append("tokenizer.vocab_size must be >= 300 (256 bytes + specials), "
+                            f"got {obj.tokenizer.vocab_size}")
+        if obj.pretrain.seq_len > obj.model.max_seq_len:
+            problems.append(f"pretrain.seq_len ({obj.pretrain.seq_len}) exceeds "
+                            f"model.max_seq_len ({obj.model.max_seq_len})")
+        if not 0 < obj.corpus.val_fraction < 0.5:
+            problems.append(f"corpus.val_fraction must be in (0, 0.5), got {obj.corpus.val_fraction}")
+    elif isinstance(obj, ModelConfig):
+        problems += _problems_model(obj)
+    elif isinstance(obj, TrainConfig):
+        problems += _problems_train(obj)
+    else:
+        raise TypeError(f"validate() takes a Profile, ModelConfig or TrainConfig, got {type(obj).__name__}")
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in the configuration:\n{lines}")
+
+
+def to_dict(obj) -> dict:
+    """Plain-JSON form of any config dataclass (used for cache keys and run records)."""
+    return dataclasses.asdict(obj)

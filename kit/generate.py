@@ -1,0 +1,55 @@
+"""Sampling helpers: batched completion, next-token probabilities, and chat replies.
+
+Example:
+    >>> from kit.artifacts import base_model
+    >>> base = base_model("smoke")                              # doctest: +SKIP
+    >>> complete(base.model, base.tokenizer, ["The capital of France is"])  # doctest: +SKIP
+    [' Paris.']
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .tokenizer import stop_token_ids
+
+
+@torch.no_grad()
+def complete(model, tok, prompts: list[str], *, max_new_tokens: int = 12, temperature: float = 0.0,
+             top_k: int = 0, seed: int | None = None, batch_size: int = 64) -> list[str]:
+    """Continue each prompt; greedy when `temperature == 0`, else sampled (optionally top-k).
+
+    Generation stops at the end-of-document or end-of-turn token, which is not returned.
+    """
+    device = next(model.parameters()).device
+    if seed is not None:
+        torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    out: list[str] = []
+    stops = stop_token_ids(tok)
+    for i in range(0, len(prompts), batch_size):
+        chunk = [(tok.bos_token or "") + p for p in prompts[i: i + batch_size]]
+        enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        sampling = temperature > 0
+        gen = model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=sampling,
+            temperature=temperature if sampling else None, top_k=(top_k or None) if sampling else None,
+            top_p=None, eos_token_id=stops,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else stops[0],
+        )
+        new = gen[:, enc["input_ids"].shape[1]:]  # (B, new tokens)
+        out += tok.batch_decode(new, skip_special_tokens=True)
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def next_token_probs(model, tok, prompt: str, k: int = 10) -> list[tuple[str, float]]:
+    """The `k` most likely next tokens after `prompt`, with their probabilities."""
+    device = next(model.parameters()).device
+    ids = tok((tok.bos_token or "") + prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
+    logits = model(input_ids=ids).logits[0, -1].float()  # (V,)
+    probs = torch.softmax(logits, dim=-1)
+    top = torch.topk(probs, k)
+    return [(tok.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]

@@ -1,0 +1,100 @@
+"""Evaluation metrics as local `evaluate` modules (they load offline), plus the probes that use them.
+
+`evaluate.load("accuracy")` would fetch a script from the hub; the kit's metrics are
+`evaluate.Metric` subclasses defined here, so `FactCloze().compute(...)` works with no network.
+
+Example:
+    >>> FactCloze().compute(predictions=[" Paris. It is", " Rome"], references=["Paris", "Madrid"])
+    {'accuracy': 0.5, 'correct': 1, 'total': 2}
+"""
+
+from __future__ import annotations
+
+import math
+
+import evaluate
+import torch
+
+import datasets
+
+from .corpus import cloze_prompts
+from .generate import complete
+from .train import TokenRows, causal_lm_loss
+
+
+def first_clause(text: str) -> str:
+    """The completion up to its first line break or sentence end, trimmed: " Paris. It" -> "Paris"."""
+    text = text.split("\n")[0].strip()
+    for i, ch in enumerate(text):
+        if ch in ".?!" and (i + 1 == len(text) or text[i + 1] == " "):  # "D.C." keeps its inner dots
+            return text[:i].strip()
+    return text
+
+
+def matches(prediction: str, reference: str) -> bool:
+    """True when the completion starts with the reference and the word ends there ("Parisian" is no match)."""
+    text, ref = prediction.strip(), reference.strip()
+    return text.startswith(ref) and (len(text) == len(ref) or not text[len(ref)].isalnum())
+
+
+class FactCloze(evaluate.Metric):
+    """Exact match: the completion starts with the expected fact, and the word ends there."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description="Share of completions that start with the reference, ending on a word boundary.",
+            citation="",
+            inputs_description="predictions: generated continuations; references: expected facts.",
+            features=datasets.Features({"predictions": datasets.Value("string"),
+                                        "references": datasets.Value("string")}),
+        )
+
+    def _compute(self, predictions, references):
+        correct = sum(matches(p, r) for p, r in zip(predictions, references))
+        return {"accuracy": correct / max(1, len(references)), "correct": correct, "total": len(references)}
+
+
+class Perplexity(evaluate.Metric):
+    """exp(mean token loss) from per-text summed losses and token counts."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description="Perplexity: exp of the mean next-token cross-entropy over all tokens.",
+            citation="",
+            inputs_description="loss_sums: summed token losses per text; token_counts: tokens per text.",
+            features=datasets.Features({"loss_sums": datasets.Value("float64"),
+                                        "token_counts": datasets.Value("int64")}),
+        )
+
+    def _compute(self, loss_sums, token_counts):
+        mean = sum(loss_sums) / max(1, sum(token_counts))
+        return {"perplexity": math.exp(mean), "mean_loss": mean}
+
+
+def fact_cloze(model, tok, world, fact: str = "capital", max_new_tokens: int = 12) -> dict:
+    """Greedy completion of "The capital of X is" for every country; exact match of the fact.
+
+    Returns the metric's dict plus `examples`: (prompt, completion, expected) triples.
+    """
+    prompts, answers = cloze_prompts(world, fact)
+    outs = complete(model, tok, prompts, max_new_tokens=max_new_tokens)
+    result = FactCloze().compute(predictions=outs, references=answers)
+    result["examples"] = list(zip(prompts, [first_clause(o) for o in outs], answers))
+    return result
+
+
+@torch.no_grad()
+def perplexity(model, rows: TokenRows, max_rows: int = 256, batch_size: int = 16) -> dict:
+    """Perplexity of `model` on the first `max_rows` pre-tokenised rows (e.g. pre-training validation text)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sums, counts = [], []
+    n = min(len(rows), max_rows)
+    for i in range(0, n, batch_size):
+        batch = {k: v.to(device) for k, v in rows.collate([rows[j] for j in range(i, min(n, i + batch_size))]).items()}
+        loss, k = causal_lm_loss(model, batch)
+        sums.append(loss.item())
+        counts.append(int(k))
+    model.train(was_training)
+    return Perplexity().compute(loss_sums=sums, token_counts=counts)

@@ -1,0 +1,244 @@
+"""The training loop: one function, `train()`, used for pre-training and (later) fine-tuning.
+
+What the loop does, step by step:
+  1. draw `grad_accum` micro-batches from the data (reshuffled, seeded, every epoch);
+  2. count the loss tokens of all of them, so every token weighs the same whatever the split
+     into micro-batches (1 x 8 and 8 x 1 give the same update);
+  3. forward + backward each micro-batch with loss = (sum of token losses) / (all loss tokens);
+  4. clip the gradient norm, step AdamW and the warmup + cosine learning-rate schedule;
+  5. every `log_every` steps read the loss (one host sync), every `eval_every` steps measure the
+     validation loss, and tell the callbacks.
+An objective is a function `objective(model, batch) -> (sum of token losses, n loss tokens)`.
+
+Example:
+    >>> import torch
+    >>> from kit.config import TrainConfig, get_profile
+    >>> from kit.models import create
+    >>> rows = TokenRows(torch.randint(0, 50, (4000,)), seq_len=16)
+    >>> model = create(get_profile("smoke").model, vocab_size=50)
+    >>> hist = train(model, rows, TrainConfig(max_steps=3, batch_size=4, seq_len=16, warmup_steps=1))
+    >>> len(hist.losses) >= 1
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .config import TrainConfig, validate
+
+IGNORE = -100  # label value that carries no loss
+
+
+# ----------------------------------------------------------------------------- data
+class TokenRows:
+    """A token stream cut into rows of `seq_len + 1` tokens; row i gives inputs and next-token labels."""
+
+    def __init__(self, tokens: torch.Tensor | Sequence[int], seq_len: int):
+        tokens = torch.as_tensor(tokens, dtype=torch.long)
+        n = (len(tokens) - 1) // seq_len
+        if n < 1:
+            raise ValueError(f"{len(tokens)} tokens are too few for one row of seq_len={seq_len}")
+        self.seq_len = seq_len
+        self.rows = tokens[: n * seq_len + 1]
+
+    def __len__(self) -> int:
+        return (len(self.rows) - 1) // self.seq_len
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.rows[i * self.seq_len: (i + 1) * self.seq_len + 1]  # (T+1,)
+
+    def collate(self, items: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = torch.stack(items)  # (B, T+1)
+        return {"input_ids": x[:, :-1], "labels": x[:, 1:]}  # labels are already shifted
+
+
+def batches(data, batch_size: int, seed: int, start_epoch: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless micro-batches; each epoch is a new seeded permutation; the last partial batch is dropped."""
+    if len(data) < batch_size:
+        raise ValueError(f"the dataset has {len(data)} rows, fewer than batch_size={batch_size}: "
+                         "lower batch_size or add data")
+    epoch = start_epoch
+    while True:
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            yield data.collate([data[j] for j in order[i: i + batch_size]])
+        epoch += 1
+
+
+# ----------------------------------------------------------------------------- objectives
+def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy summed over every label that is not IGNORE."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits  # (B, T, V)
+    labels = batch["labels"]  # (B, T), already aligned with the logits
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+    return loss, (labels != IGNORE).sum()
+
+
+# ----------------------------------------------------------------------------- the loop
+@dataclass
+class History:
+    """What a run did, as plain lists (JSON-ready)."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+    stopped: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for but torch sees no CUDA GPU: use device='auto' or 'cpu'")
+    return torch.device(name)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to 1, then cosine decay to `min_lr_ratio` at `max_steps`."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms or biases); fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+@torch.no_grad()
+def evaluate_loss(model, data, cfg: TrainConfig, objective: Callable = causal_lm_loss) -> float:
+    """Mean loss per token over the first `eval_batches` batches of `data` (fixed order)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, n = torch.zeros((), device=device), torch.zeros((), device=device)
+    bs = min(cfg.batch_size, len(data))
+    for i in range(0, min(len(data), bs * cfg.eval_batches) - bs + 1, bs):
+        batch = {k: v.to(device) for k, v in data.collate([data[j] for j in range(i, i + bs)]).items()}
+        with _autocast(device):
+            loss, k = objective(model, batch)
+        total, n = total + loss.float(), n + k
+    model.train(was_training)
+    return (total / n.clamp(min=1)).item()
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def _emit(callbacks, name: str, payload) -> None:
+    for cb in callbacks:
+        fn = getattr(cb, name, None)
+        if fn is not None:
+            fn(payload)
+
+
+def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss, val_data=None,
+          callbacks: Sequence = (), stop: threading.Event | None = None) -> History:
+    """Train `model` on `data` for `cfg.max_steps` optimizer steps; return the History.
+
+    Args:
+        model: a causal LM (transformers or peft), moved to the chosen device here.
+        data: rows with `__len__`, `__getitem__` and `collate(items) -> batch dict`.
+        cfg: the TrainConfig (validated here; every problem is listed at once).
+        objective: `objective(model, batch) -> (loss summed over tokens, n loss tokens)`.
+        val_data: optional rows for the validation loss every `cfg.eval_every` steps and at the end.
+        callbacks: objects with any of `on_step(dict)`, `on_eval(dict)`, `on_end(History)`.
+        stop: a threading.Event; when set, the run ends before the next step (cooperative stop).
+    """
+    validate(cfg)
+    device = pick_device(cfg.device)
+    model.to(device).train()
+    opt = make_optimizer(model, cfg, device)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    stream = batches(data, cfg.batch_size, cfg.seed)
+    hist, t0 = History(), time.perf_counter()
+    running_loss, running_n = torch.zeros((), device=device), torch.zeros((), device=device)
+
+    def validate_now(step: int) -> None:
+        if val_data is not None:
+            hist.val_steps.append(step)
+            hist.val_losses.append(evaluate_loss(model, val_data, cfg, objective))
+            _emit(callbacks, "on_eval", {"step": step, "val_loss": hist.val_losses[-1]})
+
+    step = 0
+    for step in range(1, cfg.max_steps + 1):
+        if stop is not None and stop.is_set():
+            hist.stopped, step = True, step - 1
+            break
+        micro = [next(stream) for _ in range(cfg.grad_accum)]
+        n_loss_tokens = sum(int((b["labels"] != IGNORE).sum()) for b in micro)  # on CPU: no GPU sync
+        for b in micro:
+            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+            with _autocast(device):
+                loss_sum, n = objective(model, b)
+            (loss_sum / max(1, n_loss_tokens)).backward()
+            running_loss += loss_sum.detach().float()
+            running_n += n
+            hist.tokens += b["input_ids"].numel()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            loss = (running_loss / running_n.clamp(min=1)).item()  # the one host sync per log interval
+            running_loss.zero_()
+            running_n.zero_()
+            elapsed = time.perf_counter() - t0
+            hist.steps.append(step)
+            hist.losses.append(loss)
+            hist.lrs.append(sched.get_last_lr()[0])
+            _emit(callbacks, "on_step", {"step": step, "max_steps": cfg.max_steps, "loss": loss,
+                                         "lr": hist.lrs[-1], "tokens": hist.tokens, "elapsed": elapsed,
+                                         "tokens_per_s": hist.tokens / max(elapsed, 1e-9)})
+        if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.max_steps:
+            validate_now(step)
+
+    if step > 0 and (not hist.val_steps or hist.val_steps[-1] != step):
+        validate_now(step)
+    hist.seconds = time.perf_counter() - t0
+    model.eval()
+    _emit(callbacks, "on_end", hist)
+    return hist
+
+
+class ProgressBar:
+    """A tqdm bar with ETA and the latest loss; subscribe it with `callbacks=[ProgressBar()]`."""
+
+    def __init__(self, desc: str = "training"):
+        self.desc, self.bar, self.last = desc, None, 0
+
+    def on_step(self, ev: dict) -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=ev["max_steps"], desc=self.desc, unit="step")
+        self.bar.set_postfix(loss=f"{ev['loss']:.3f}", tok_s=f"{ev['tokens_per_s']:.0f}", refresh=False)
+        self.bar.update(ev["step"] - self.last)
+        self.last = ev["step"]
+
+    def on_end(self, hist: History) -> None:
+        if self.bar is not None:
+            self.bar.close()

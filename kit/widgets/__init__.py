@@ -1,0 +1,137 @@
+"""Notebook views: live loss plot, next-token bar chart, sampling controls.
+
+This package is the only place in the kit that imports ipywidgets. The logic sits in plain
+objects (`Sampler.sample()`), so tests drive it without a browser and a headless run
+(nbclient, CI) shows the same results.
+
+Example:
+    >>> plot = LossPlot(every=2)                        # doctest: +SKIP
+    >>> kit.base_model(profile, callbacks=[plot])       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+
+from matplotlib.figure import Figure
+
+from ..generate import complete, next_token_probs
+
+# Figures are built with matplotlib's object API (not pyplot) and shown as PNG images: the same
+# in a browser, in a headless run, and from a training thread, and never shown twice.
+
+
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (for an IPython Image or an ipywidgets Image)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def image(fig: Figure):
+    """The figure as an IPython Image, ready to display."""
+    from IPython.display import Image
+
+    return Image(data=png(fig))
+
+
+def loss_figure(steps, losses, val_steps=(), val_losses=(), title: str = "loss") -> Figure:
+    """A train/validation loss figure."""
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    ax.plot(steps, losses, label="train")
+    if val_steps:
+        ax.plot(val_steps, val_losses, "o-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+class LossPlot:
+    """A training callback that redraws the loss curves in the notebook every `every` read-outs."""
+
+    def __init__(self, every: int = 5, title: str = "pre-training loss"):
+        self.every, self.title = every, title
+        self.steps, self.losses, self.val_steps, self.val_losses = [], [], [], []
+        self.handle, self._n = None, 0
+
+    def _draw(self) -> None:
+        from IPython.display import display
+
+        img = image(loss_figure(self.steps, self.losses, self.val_steps, self.val_losses, self.title))
+        if self.handle is None:
+            self.handle = display(img, display_id=True)
+        else:
+            self.handle.update(img)
+
+    def on_step(self, ev: dict) -> None:
+        self.steps.append(ev["step"])
+        self.losses.append(ev["loss"])
+        self._n += 1
+        if self._n % self.every == 0:
+            self._draw()
+
+    def on_eval(self, ev: dict) -> None:
+        self.val_steps.append(ev["step"])
+        self.val_losses.append(ev["val_loss"])
+
+    def on_end(self, hist) -> None:
+        self._draw()
+
+    def show(self, history: dict) -> None:
+        """Draw a finished run's curves (e.g. a model loaded from the cache)."""
+        self.steps, self.losses = history["steps"], history["losses"]
+        self.val_steps, self.val_losses = history["val_steps"], history["val_losses"]
+        self._draw()
+
+
+def next_token_chart(model, tok, prompt: str, k: int = 10):
+    """Bar chart (an IPython Image) of the `k` most likely next tokens after `prompt`."""
+    pairs = next_token_probs(model, tok, prompt, k)
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    labels = [repr(t) for t, _ in pairs][::-1]
+    ax.barh(labels, [p for _, p in pairs][::-1])
+    ax.set_xlabel("probability")
+    ax.set_title(f"next token after {prompt!r}")
+    ax.set_xlim(0, 1)
+    return image(fig)
+
+
+class Sampler:
+    """Temperature / top-k controls that sample continuations of a prompt.
+
+    `Sampler(model, tok).sample()` works without widgets; `.widget()` returns the controls.
+    """
+
+    def __init__(self, model, tok, prompt: str = "The capital of France is", n: int = 3, max_new_tokens: int = 24):
+        self.model, self.tok, self.n, self.max_new_tokens = model, tok, n, max_new_tokens
+        self.prompt, self.temperature, self.top_k, self.seed = prompt, 0.8, 20, 0
+
+    def sample(self) -> list[str]:
+        return complete(self.model, self.tok, [self.prompt] * self.n, max_new_tokens=self.max_new_tokens,
+                        temperature=self.temperature, top_k=self.top_k, seed=self.seed)
+
+    def widget(self):
+        import ipywidgets as w
+
+        prompt = w.Text(value=self.prompt, description="prompt", layout=w.Layout(width="95%"))
+        temp = w.FloatSlider(value=self.temperature, min=0.0, max=2.0, step=0.1, description="temperature")
+        topk = w.IntSlider(value=self.top_k, min=0, max=100, description="top-k (0=all)")
+        button = w.Button(description="Sample", button_style="primary")
+        out = w.Textarea(layout=w.Layout(width="95%", height="8em"))
+
+        def run(_=None) -> None:
+            self.prompt, self.temperature, self.top_k = prompt.value, temp.value, topk.value
+            self.seed += 1
+            texts = self.sample()
+            out.value = "\n".join(f"{i + 1}. {self.prompt}{t}" for i, t in enumerate(texts))
+
+        button.on_click(run)
+        run()
+        box = w.VBox([prompt, w.HBox([temp, topk, button]), out])
+        box.sampler_button, box.sampler_output = button, out  # handles for tests
+        return box

@@ -1,0 +1,37 @@
+"""Shared fixtures: a small tokenizer trained on the smoke corpus, the world table, a tiny profile."""
+
+import dataclasses
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from kit.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, get_profile  # noqa: E402
+from kit.corpus import build_corpus, load_world  # noqa: E402
+from kit.tokenizer import train_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def world():
+    return load_world()
+
+
+@pytest.fixture(scope="session")
+def tok():
+    corpus = build_corpus(get_profile("smoke").corpus)
+    return train_tokenizer(corpus.train, vocab_size=512)
+
+
+@pytest.fixture
+def tiny_profile():
+    """Smaller and shorter than `smoke`: builds in a couple of seconds."""
+    return dataclasses.replace(
+        get_profile("smoke"),
+        name="tiny",
+        model=ModelConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=2, intermediate_size=64, max_seq_len=64),
+        tokenizer=TokenizerConfig(vocab_size=400),
+        corpus=CorpusConfig(bios_per_country=1, qa_per_country=1, stories=20),
+        pretrain=TrainConfig(max_steps=6, batch_size=4, seq_len=32, warmup_steps=1, eval_every=3,
+                             eval_batches=1, log_every=2),
+    )

@@ -1,0 +1,97 @@
+import threading
+
+import pytest
+import torch
+
+from kit.config import ConfigError, ModelConfig, TrainConfig
+from kit.models import create
+from kit.train import TokenRows, batches, evaluate_loss, lr_factor, train
+
+TINY = ModelConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=2, intermediate_size=64, max_seq_len=64)
+
+
+def pattern_rows(seq_len=16, n=4000):
+    # a learnable stream: 0 1 2 ... 9 0 1 2 ...
+    return TokenRows(torch.arange(n) % 10, seq_len)
+
+
+def test_loss_falls_on_a_tiny_corpus():
+    model = create(TINY, vocab_size=16, seed=0)
+    rows = pattern_rows()
+    cfg = TrainConfig(max_steps=60, batch_size=8, seq_len=16, lr=1e-2, warmup_steps=5, log_every=10, eval_every=0)
+    before = evaluate_loss(model, rows, cfg)
+    hist = train(model, rows, cfg, val_data=rows)
+    assert hist.losses[-1] < 0.5 * hist.losses[0]
+    assert hist.val_losses[-1] < 0.2 * before
+    assert hist.tokens == 60 * 8 * 16
+
+
+def test_accumulation_1x8_equals_8x1():
+    rows = pattern_rows()
+    weights = []
+    for bs, acc in ((8, 1), (1, 8)):
+        model = create(TINY, vocab_size=16, seed=0)
+        train(model, rows, TrainConfig(max_steps=3, batch_size=bs, grad_accum=acc, seq_len=16, warmup_steps=1,
+                                       eval_every=0))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(weights[0], weights[1], atol=1e-5)
+
+
+def test_stop_event_ends_the_run_before_the_next_step():
+    stop = threading.Event()
+
+    class StopAt:
+        def on_step(self, ev):
+            if ev["step"] == 4:
+                stop.set()
+
+    model = create(TINY, vocab_size=16, seed=0)
+    hist = train(model, pattern_rows(), TrainConfig(max_steps=50, batch_size=4, seq_len=16, warmup_steps=1,
+                                                     log_every=1, eval_every=0), callbacks=[StopAt()], stop=stop)
+    assert hist.stopped and hist.steps[-1] == 4
+
+
+def test_events_carry_plain_numbers():
+    seen = {"step": [], "eval": [], "end": []}
+
+    class Rec:
+        def on_step(self, ev):
+            seen["step"].append(ev)
+
+        def on_eval(self, ev):
+            seen["eval"].append(ev)
+
+        def on_end(self, hist):
+            seen["end"].append(hist)
+
+    model = create(TINY, vocab_size=16, seed=0)
+    rows = pattern_rows()
+    train(model, rows, TrainConfig(max_steps=10, batch_size=4, seq_len=16, warmup_steps=1, log_every=5,
+                                   eval_every=5), val_data=rows, callbacks=[Rec()])
+    assert [e["step"] for e in seen["step"]] == [5, 10]
+    assert [e["step"] for e in seen["eval"]] == [5, 10]
+    assert all(isinstance(e["loss"], float) and e["tokens_per_s"] > 0 for e in seen["step"])
+    assert len(seen["end"]) == 1
+
+
+def test_schedule_warms_up_then_decays_to_floor():
+    cfg = TrainConfig(max_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(55, cfg) < lr_factor(20, cfg)
+    assert lr_factor(100, cfg) == pytest.approx(0.1)
+
+
+def test_epochs_are_reshuffled_and_seeded():
+    rows = TokenRows(torch.arange(33), seq_len=4)  # 8 rows
+    a = [b["input_ids"][0, 0].item() for _, b in zip(range(4), batches(rows, 4, seed=1))]
+    b = [b["input_ids"][0, 0].item() for _, b in zip(range(4), batches(rows, 4, seed=1))]
+    assert a == b
+    first_epoch = {x.item() for bt in list(zip(range(2), batches(rows, 4, seed=1))) for x in bt[1]["input_ids"][:, 0]}
+    assert first_epoch == {0, 4, 8, 12, 16, 20, 24, 28}  # every row once per epoch
+
+
+def test_bad_config_is_refused_before_training():
+    model = create(TINY, vocab_size=16, seed=0)
+    with pytest.raises(ConfigError, match="2 problems"):
+        train(model, pattern_rows(), TrainConfig(max_steps=0, warmup_steps=0, lr=0.0))
