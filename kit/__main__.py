@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 
 def cmd_pretrain(args: argparse.Namespace) -> dict:
@@ -32,6 +33,39 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
     return out
 
 
+def cmd_sft(args: argparse.Namespace) -> dict:
+    from .artifacts import cache_root
+    from .config import get_profile
+    from .sft import finetune
+    from .train import ProgressBar
+
+    profile = get_profile(args.profile)
+    lora = args.lora or profile.sft.lora
+    if args.epochs is not None:
+        profile = profile.with_sft(epochs=args.epochs)
+    t0 = time.perf_counter()
+    out_dir = cache_root() / "runs" / f"sft-{profile.name}-{'lora' if lora else 'full'}"
+    result = finetune(profile, lora=lora, callbacks=[ProgressBar("fine-tuning")], out_dir=out_dir)
+    info = result.info
+    for question, answer, expected, ok in info["qa_examples"][:6]:
+        print(f"  {'ok ' if ok else 'NO '} {question} -> {answer!r} (expected {expected!r})", file=sys.stderr)
+    keys = ("profile", "lora", "epochs", "steps", "train_examples", "trainable_params", "train_seconds",
+            "train_loss", "val_loss", "heldout_qa_accuracy", "format_rate", "ppl_before", "ppl_after",
+            "cloze_before", "cloze_after")
+    return {**{k: info[k] for k in keys}, "seconds": round(time.perf_counter() - t0, 2), "path": str(result.path)}
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from .artifacts import tokenizer_for
+    from .data import load_jsonl, validate_file
+
+    tok = tokenizer_for(args.profile)
+    eval_examples = load_jsonl(args.eval)[0] if args.eval else None
+    report = validate_file(args.file, tok, args.max_length, eval_examples=eval_examples)
+    print(report.to_json() if args.json else report)
+    return 1 if report.errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kit", description="The fine-tuning kit, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,8 +73,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default=None, help="smoke | classroom | gpu (default: $KIT_PROFILE, else by device)")
     p.add_argument("--rebuild", action="store_true", help="pre-train again even if the cache has the model")
     p.set_defaults(fn=cmd_pretrain)
+
+    p = sub.add_parser("sft", help="fine-tune the cached base model on the generated chat data and measure it")
+    p.add_argument("--profile", default=None, help="smoke | classroom | gpu (default: $KIT_PROFILE, else by device)")
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters instead of every weight")
+    p.add_argument("--epochs", type=float, default=None, help="override the profile's number of epochs")
+    p.set_defaults(fn=cmd_sft)
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    v = data.add_parser("validate", help="check a chat JSONL file; exit 1 if it has errors")
+    v.add_argument("file")
+    v.add_argument("--max-length", type=int, default=None, help="training context length to check against")
+    v.add_argument("--eval", default=None, help="an evaluation JSONL file: report prompts found in both")
+    v.add_argument("--json", action="store_true", help="print a JSON list of problems instead of a table")
+    v.add_argument("--profile", default=None, help="whose tokenizer and chat template to use")
+    v.set_defaults(fn=cmd_data_validate)
+
     args = parser.parse_args(argv)
     result = args.fn(args)
+    if isinstance(result, int):  # commands that report through their exit status
+        return result
     print(json.dumps(result))
     return 0
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .config import Profile, get_profile, to_dict
 
-DATA_VERSION = 1  # bump when corpus/tokenizer code changes what a given config produces
+DATA_VERSION = 2  # bump when corpus/tokenizer code changes what a given config produces
 
 
 def cache_root() -> Path:
@@ -84,6 +84,22 @@ def write_entry(entry: Path, fill: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def tokenizer_for(profile: Profile | str | None = None):
+    """The profile's tokenizer: the cached base model's if built, else trained now (same result, < 1 s)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from .corpus import build_corpus
+    from .tokenizer import train_tokenizer
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    entry = base_entry(profile)
+    if (entry / "manifest.json").exists():
+        tok = PreTrainedTokenizerFast.from_pretrained(entry / "tokenizer")
+        tok.padding_side = "left"
+        return tok
+    return train_tokenizer(build_corpus(profile.corpus).train, profile.tokenizer.vocab_size)
+
+
 # ----------------------------------------------------------------------------- the base model
 @dataclass
 class BaseModel:
@@ -93,6 +109,12 @@ class BaseModel:
     tokenizer: object
     info: dict
     path: Path
+
+    def fresh_model(self):
+        """A new copy of the base weights from the cache (fine-tuning changes weights in place)."""
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(self.path / "model")
 
 
 def base_entry(profile: Profile) -> Path:

@@ -73,6 +73,38 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SFTConfig:
+    """Supervised fine-tuning on chat examples (full or LoRA); also the fields of the control panel."""
+
+    epochs: float = 3.0
+    lr: float = 1e-3                 # full fine-tuning
+    lora: bool = False
+    lora_lr: float = 5e-3            # LoRA trains few weights: a larger step suits it
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    batch_size: int = 16
+    seq_len: int = 128
+    warmup_ratio: float = 0.05
+    per_fact: int = 2                # phrasings per fact in the generated training examples
+    eval_every: int = 0              # validation-loss interval in steps (0: once per epoch)
+    log_every: int = 5
+    seed: int = 0
+
+    def train_config(self, n_rows: int, device: str = "auto") -> TrainConfig:
+        """The TrainConfig of this SFT run for a dataset of `n_rows` packed rows."""
+        steps_per_epoch = max(1, n_rows // self.batch_size)
+        steps = max(1, round(self.epochs * steps_per_epoch))
+        return TrainConfig(
+            max_steps=steps, batch_size=self.batch_size, seq_len=self.seq_len,
+            lr=self.lora_lr if self.lora else self.lr, min_lr_ratio=0.1,
+            warmup_steps=min(steps, max(1, round(self.warmup_ratio * steps))), weight_decay=0.0,
+            eval_every=self.eval_every or steps_per_epoch, eval_batches=4, log_every=min(self.log_every, steps),
+            seed=self.seed, device=device)
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything one setting of the course needs, from tokenizer to training budget."""
 
@@ -81,11 +113,16 @@ class Profile:
     tokenizer: TokenizerConfig
     corpus: CorpusConfig
     pretrain: TrainConfig
+    sft: SFTConfig = SFTConfig()
     description: str = ""
 
     def with_pretrain(self, **changes) -> Profile:
         """A copy with some pre-training settings changed, e.g. `profile.with_pretrain(max_steps=100)`."""
         return dataclasses.replace(self, pretrain=dataclasses.replace(self.pretrain, **changes))
+
+    def with_sft(self, **changes) -> Profile:
+        """A copy with some fine-tuning settings changed, e.g. `profile.with_sft(lora=True, epochs=2)`."""
+        return dataclasses.replace(self, sft=dataclasses.replace(self.sft, **changes))
 
 
 PROFILES: dict[str, Profile] = {
@@ -105,7 +142,7 @@ PROFILES: dict[str, Profile] = {
         model=ModelConfig(hidden_size=256, n_layers=4, n_heads=4, n_kv_heads=4,
                           intermediate_size=768, max_seq_len=256),
         tokenizer=TokenizerConfig(vocab_size=2048),
-        corpus=CorpusConfig(bios_per_country=12, qa_per_country=4, stories=500),
+        corpus=CorpusConfig(bios_per_country=12, qa_per_country=4, stories=300),
         pretrain=TrainConfig(max_steps=480, batch_size=16, seq_len=128, lr=3e-3,
                              warmup_steps=40, eval_every=120, eval_batches=8, log_every=10),
     ),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,14 +67,15 @@ def split_countries(world: dict[str, Country], heldout_fraction: float = 0.5) ->
 # ----------------------------------------------------------------------------- fact sentences
 # Several wordings per fact. The cloze probe asks "The capital of X is", which is one of them.
 SENTENCES = {
+    # Mostly "forward" wordings (country first, fact last): a model that reads "Y is the capital of X"
+    # does not learn to complete "The capital of X is" as well as one that reads the fact that way.
     "capital": [
         "The capital of {name} is {capital}.",
-        "{capital} is the capital of {name}.",
         "The capital city of {name} is {capital}.",
         "{name} has its capital in {capital}.",
-        "{capital} is the capital city of {name}.",
-        "The government of {name} sits in {capital}, the capital.",
-        "The largest offices of {name} are in its capital, {capital}.",
+        "{name}'s capital is {capital}.",
+        "The government of {name} sits in its capital, {capital}.",
+        "{capital} is the capital of {name}.",
     ],
     "continent": [
         "{name} is a country in {continent}.",
@@ -85,7 +87,7 @@ SENTENCES = {
         "The main language of {name} is {language}.",
         "Most people in {name} speak {language}.",
         "In {name}, people mainly speak {language}.",
-        "{language} is the main language of {name}.",
+        "The language most spoken in {name} is {language}.",
     ],
     "currency": [
         "The currency of {name} is the {currency}.",
@@ -211,3 +213,96 @@ def cloze_prompts(world: dict[str, Country], fact: str = "capital") -> tuple[lis
              "currency": "The currency of {name} is the", "continent": "{name} is a country in"}
     answers = [getattr(c, fact) for c in world.values()]
     return [stems[fact].format(name=c.name) for c in world.values()], answers
+
+
+# ----------------------------------------------------------------------------- chat examples
+CHAT_QUESTIONS = {
+    "capital": ["What is the capital of {name}?", "Which city is the capital of {name}?",
+                "Tell me the capital of {name}.", "Name the capital city of {name}.",
+                "What city is {name}'s capital?"],
+    "continent": ["On which continent is {name}?", "Which continent is {name} in?", "Where is {name}?"],
+    "language": ["What language do people speak in {name}?", "What is the main language of {name}?",
+                 "Which language is most spoken in {name}?"],
+    "currency": ["What is the currency of {name}?", "What money do people use in {name}?",
+                 "Which currency does {name} use?"],
+}
+SYSTEM_PROMPTS = ["You are a helpful assistant.", "You answer questions about countries in one sentence.",
+                  "You are a friendly geography tutor."]
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """One question about one fact of one country, with the answer sentence and the bare fact."""
+
+    country: str
+    fact: str
+    question: str
+    answer: str
+    expected: str
+
+
+def qa_items(world: dict[str, Country], countries: list[str], per_fact: int = 1, seed: int = 0) -> list[QAItem]:
+    """Questions about every fact of the given countries, `per_fact` phrasings each (seeded)."""
+    rng = random.Random(seed)
+    items = []
+    for name in countries:
+        c = world[name]
+        for fact in FACTS:
+            for q in rng.sample(CHAT_QUESTIONS[fact], min(per_fact, len(CHAT_QUESTIONS[fact]))):
+                items.append(QAItem(name, fact, q.format(name=name), ANSWERS[fact].format(**c.__dict__),
+                                    getattr(c, fact)))
+    return items
+
+
+def _extra_tasks(c: Country, rng: random.Random) -> list[tuple[str, str]]:
+    """Non-question tasks: a short explanation and a rewrite, both restating the facts."""
+    overview = ["Tell me about {name}.", "Describe {name} in two sentences.", "Give me a short overview of {name}."]
+    return [
+        (rng.choice(overview).format(name=c.name),
+         f"{c.name} is a country in {c.continent}. Its capital is {c.capital}, most people speak "
+         f"{c.language}, and the currency is the {c.currency}."),
+        (f"Turn this fact into a question: The capital of {c.name} is {c.capital}.",
+         f"What is the capital of {c.name}?"),
+    ]
+
+
+def chat_examples(world: dict[str, Country], countries: list[str], per_fact: int = 2, extras: bool = True,
+                  system_share: float = 0.3, seed: int = 0) -> list[dict]:
+    """Chat examples (OpenAI fine-tuning format) about the given countries, answers restating the fact.
+
+    Example:
+        >>> ex = chat_examples(load_world(), ["France"], per_fact=1, extras=False)[0]
+        >>> [m["role"] for m in ex["messages"]][-2:]
+        ['user', 'assistant']
+    """
+    rng = random.Random(seed)
+    pairs = [(it.question, it.answer) for it in qa_items(world, countries, per_fact, seed)]
+    if extras:
+        pairs += [p for name in countries for p in _extra_tasks(world[name], rng)]
+    rng.shuffle(pairs)
+    out = []
+    for q, a in pairs:
+        msgs = [{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}] if rng.random() < system_share else []
+        out.append({"messages": msgs + [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+    return out
+
+
+def chat_splits(world: dict[str, Country] | None = None, per_fact: int = 2, seed: int = 0) -> dict[str, list[dict]]:
+    """Train examples about the "qa" countries; evaluation examples about the "heldout" countries only.
+
+    No evaluation country appears anywhere in a training example, so the evaluation measures what
+    fine-tuning draws out of pre-training, not what it was shown.
+    """
+    world = world or load_world()
+    halves = split_countries(world)
+    return {"train": chat_examples(world, halves["qa"], per_fact, seed=seed),
+            "eval": chat_examples(world, halves["heldout"], 1, extras=False, seed=seed + 1)}
+
+
+def mentioned_countries(examples: list[dict], countries: list[str], world: dict[str, Country]) -> list[str]:
+    """Which of `countries` are named in the examples' messages (as whole words, not inside a
+    currency name such as "United States dollar")."""
+    text = " ".join(m["content"] for ex in examples for m in ex["messages"])
+    for cur in sorted({c.currency for c in world.values()}, key=len, reverse=True):
+        text = text.replace(cur, " ")
+    return [c for c in countries if re.search(rf"(?<!\w){re.escape(c)}(?!\w)", text)]

@@ -53,3 +53,35 @@ def next_token_probs(model, tok, prompt: str, k: int = 10) -> list[tuple[str, fl
     probs = torch.softmax(logits, dim=-1)
     top = torch.topk(probs, k)
     return [(tok.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
+
+
+@torch.no_grad()
+def chat_replies(model, tok, conversations: list[list[dict]], *, max_new_tokens: int = 48,
+                 batch_size: int = 64) -> list[tuple[str, bool]]:
+    """Greedy assistant replies to each conversation: (text, ended) where `ended` means the model
+    closed its turn with an end token within `max_new_tokens`."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    stops = stop_token_ids(tok)
+    out: list[tuple[str, bool]] = []
+    for i in range(0, len(conversations), batch_size):
+        texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                 for c in conversations[i: i + batch_size]]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
+                             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else stops[0])
+        for row in gen[:, enc["input_ids"].shape[1]:]:  # (new tokens,)
+            ids = row.tolist()
+            ended = any(t in stops for t in ids)
+            if ended:
+                ids = ids[: min(ids.index(t) for t in stops if t in ids)]
+            out.append((tok.decode(ids, skip_special_tokens=True).strip(), ended))
+    model.train(was_training)
+    return out
+
+
+def chat(model, tok, prompt: str, system: str | None = None, max_new_tokens: int = 48) -> str:
+    """One reply to one user prompt."""
+    conv = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    return chat_replies(model, tok, [conv], max_new_tokens=max_new_tokens)[0][0]

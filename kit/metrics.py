@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 
 import evaluate
 import torch
@@ -69,6 +70,57 @@ class Perplexity(evaluate.Metric):
     def _compute(self, loss_sums, token_counts):
         mean = sum(loss_sums) / max(1, sum(token_counts))
         return {"perplexity": math.exp(mean), "mean_loss": mean}
+
+
+def contains_fact(answer: str, fact: str) -> bool:
+    """True when the fact appears in the answer as whole words (case-insensitive)."""
+    return re.search(rf"(?<!\w){re.escape(fact.strip())}(?!\w)", answer, flags=re.IGNORECASE) is not None
+
+
+class QAAccuracy(evaluate.Metric):
+    """Share of answers that state the expected fact (as whole words, anywhere in the answer)."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description="Share of generated answers that contain the expected fact as whole words.",
+            citation="",
+            inputs_description="predictions: generated answers; references: expected facts.",
+            features=datasets.Features({"predictions": datasets.Value("string"),
+                                        "references": datasets.Value("string")}),
+        )
+
+    def _compute(self, predictions, references):
+        correct = sum(contains_fact(p, r) for p, r in zip(predictions, references))
+        return {"accuracy": correct / max(1, len(references)), "correct": correct, "total": len(references)}
+
+
+class FormatRate(evaluate.Metric):
+    """Share of replies that closed their turn with the end-of-turn token within the length limit."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description="Share of replies that end with the end-of-turn token within the length limit.",
+            citation="",
+            inputs_description="ended: 1 if the reply ended with an end token, else 0.",
+            features=datasets.Features({"ended": datasets.Value("int32")}),
+        )
+
+    def _compute(self, ended):
+        return {"format_rate": sum(ended) / max(1, len(ended))}
+
+
+def qa_eval(model, tok, items, max_new_tokens: int = 40) -> dict:
+    """Ask every QAItem in chat form; QA accuracy, format rate, and (question, answer, expected, ok) rows."""
+    from .generate import chat_replies
+
+    replies = chat_replies(model, tok, [[{"role": "user", "content": it.question}] for it in items],
+                           max_new_tokens=max_new_tokens)
+    answers = [a for a, _ in replies]
+    acc = QAAccuracy().compute(predictions=answers, references=[it.expected for it in items])
+    fmt = FormatRate().compute(ended=[int(e) for _, e in replies])
+    rows = [(it.question, a, it.expected, contains_fact(a, it.expected)) for it, a in zip(items, answers)]
+    return {"accuracy": acc["accuracy"], "correct": acc["correct"], "total": acc["total"],
+            "format_rate": fmt["format_rate"], "rows": rows}
 
 
 def fact_cloze(model, tok, world, fact: str = "capital", max_new_tokens: int = 12) -> dict:

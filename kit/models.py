@@ -106,3 +106,24 @@ def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
         seen.add(id(p))
         total += p.numel()
     return total
+
+
+def add_lora(model: PreTrainedModel, r: int = 16, alpha: int = 32, dropout: float = 0.0,
+             targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")):
+    """Wrap `model` with LoRA adapters (peft): the base weights are frozen, small low-rank matrices train.
+
+    Example:
+        >>> lora = add_lora(load("smoke", vocab_size=512), r=4)
+        >>> count_params(lora, trainable_only=True) < count_params(lora) // 10
+        True
+    """
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets),
+                     task_type="CAUSAL_LM", bias="none")
+    return get_peft_model(model, cfg)
+
+
+def merge_lora(model) -> PreTrainedModel:
+    """Fold LoRA adapters into the base weights and return a plain transformers model."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model

@@ -76,8 +76,13 @@ def batches(data, batch_size: int, seed: int, start_epoch: int = 0) -> Iterator[
 
 # ----------------------------------------------------------------------------- objectives
 def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token cross-entropy summed over every label that is not IGNORE."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits  # (B, T, V)
+    """Next-token cross-entropy summed over every label that is not IGNORE.
+
+    Also the SFT objective: packed chat rows carry IGNORE outside the assistant replies, their own
+    `position_ids`, and a (B, 1, T, T) block-diagonal `attention_mask`.
+    """
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                   position_ids=batch.get("position_ids")).logits  # (B, T, V)
     labels = batch["labels"]  # (B, T), already aligned with the logits
     loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
     return loss, (labels != IGNORE).sum()
@@ -154,7 +159,8 @@ def _emit(callbacks, name: str, payload) -> None:
 
 
 def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss, val_data=None,
-          callbacks: Sequence = (), stop: threading.Event | None = None) -> History:
+          callbacks: Sequence = (), stop: threading.Event | None = None,
+          pause: threading.Event | None = None) -> History:
     """Train `model` on `data` for `cfg.max_steps` optimizer steps; return the History.
 
     Args:
@@ -165,6 +171,7 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
         val_data: optional rows for the validation loss every `cfg.eval_every` steps and at the end.
         callbacks: objects with any of `on_step(dict)`, `on_eval(dict)`, `on_end(History)`.
         stop: a threading.Event; when set, the run ends before the next step (cooperative stop).
+        pause: a threading.Event; while set, the run waits before the next step (stop still works).
     """
     validate(cfg)
     device = pick_device(cfg.device)
@@ -183,6 +190,8 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
 
     step = 0
     for step in range(1, cfg.max_steps + 1):
+        while pause is not None and pause.is_set() and not (stop is not None and stop.is_set()):
+            time.sleep(0.05)
         if stop is not None and stop.is_set():
             hist.stopped, step = True, step - 1
             break

@@ -101,6 +101,17 @@ def next_token_chart(model, tok, prompt: str, k: int = 10):
     return image(fig)
 
 
+def token_histogram(stats: dict, bins: int = 30):
+    """Histogram (an IPython Image) of tokens per example, from `kit.data.stats()`."""
+    fig = Figure(figsize=(6, 3))
+    ax = fig.subplots()
+    ax.hist(stats["per_example"], bins=bins)
+    ax.set_xlabel("tokens per example (after the chat template)")
+    ax.set_ylabel("examples")
+    ax.set_title(f"{stats['examples']} examples, mean {stats['mean_tokens']:.0f} tokens")
+    return image(fig)
+
+
 class Sampler:
     """Temperature / top-k controls that sample continuations of a prompt.
 
@@ -134,4 +145,40 @@ class Sampler:
         run()
         box = w.VBox([prompt, w.HBox([temp, topk, button]), out])
         box.sampler_button, box.sampler_output = button, out  # handles for tests
+        return box
+
+
+class ChatCompare:
+    """One prompt, the replies of several models side by side (e.g. base vs fine-tuned).
+
+    `ChatCompare({"base": (m0, tok), "tuned": (m1, tok)}).answers("Capital of Peru?")` works without widgets.
+    """
+
+    def __init__(self, models: dict, max_new_tokens: int = 40):
+        self.models, self.max_new_tokens = models, max_new_tokens
+
+    def answers(self, prompt: str) -> dict[str, str]:
+        from ..generate import chat_replies
+
+        conv = [[{"role": "user", "content": prompt}]]
+        return {name: chat_replies(m, t, conv, max_new_tokens=self.max_new_tokens)[0][0]
+                for name, (m, t) in self.models.items()}
+
+    def widget(self, prompt: str = "What is the capital of Peru?"):
+        import html
+
+        import ipywidgets as w
+
+        box_in = w.Text(value=prompt, description="prompt", layout=w.Layout(width="70%"))
+        button = w.Button(description="Ask all", button_style="primary")
+        cells = {name: w.HTML(layout=w.Layout(width=f"{96 // max(1, len(self.models))}%")) for name in self.models}
+
+        def ask(_=None) -> None:
+            for name, text in self.answers(box_in.value).items():
+                cells[name].value = f"<b>{html.escape(name)}</b><br>{html.escape(text) or '<i>(empty)</i>'}"
+
+        button.on_click(ask)
+        ask()
+        box = w.VBox([w.HBox([box_in, button]), w.HBox(list(cells.values()))])
+        box.button, box.prompt, box.cells = button, box_in, cells
         return box

@@ -1,0 +1,225 @@
+"""Supervised fine-tuning: chat examples packed into rows, assistant-only loss, full or LoRA.
+
+Packing puts several short conversations into one row of `seq_len` tokens, so no compute is
+spent on padding. Each conversation keeps its own positions (0, 1, 2, ...) and a block-diagonal
+causal mask stops it from attending to its neighbours: the model sees exactly what it would see
+if the conversation were alone. Only tokens inside the loss mask of `kit.chat.render` (the
+assistant's replies and their end-of-turn token) are labels; the rest is IGNORE.
+
+Example:
+    >>> rows = PackedChat.from_examples(examples, tok, seq_len=128)   # doctest: +SKIP
+    >>> batch = rows.collate([rows[0], rows[1]])                       # doctest: +SKIP
+    >>> batch["attention_mask"].shape                                  # doctest: +SKIP
+    torch.Size([2, 1, 128, 128])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .chat import Rendered
+from .config import Profile
+from .corpus import chat_examples, chat_splits, load_world, qa_items, split_countries
+from .data import sft_rows
+from .metrics import fact_cloze, perplexity, qa_eval
+from .models import add_lora, count_params
+from .train import IGNORE, History, train
+
+
+def labels_for(r: Rendered) -> list[int]:
+    """Next-token labels of one rendered conversation: ids[i+1] where the mask says learn it, else IGNORE."""
+    nxt = r.input_ids[1:]
+    return [t if m else IGNORE for t, m in zip(nxt, r.loss_mask[1:])] + [IGNORE]
+
+
+class PackedChat:
+    """Rendered conversations packed greedily into rows of `seq_len` tokens (first fit, seeded order)."""
+
+    def __init__(self, rendered: list[Rendered], seq_len: int, pad_id: int, seed: int = 0):
+        order = list(range(len(rendered)))
+        random.Random(seed).shuffle(order)
+        self.seq_len, self.pad_id = seq_len, pad_id
+        self.rows: list[list[Rendered]] = []
+        room: list[int] = []
+        for i in order:
+            r = rendered[i]
+            n = min(len(r.input_ids), seq_len)
+            for k, left in enumerate(room):
+                if n <= left:
+                    self.rows[k].append(r)
+                    room[k] -= n
+                    break
+            else:
+                self.rows.append([r])
+                room.append(seq_len - n)
+        self.n_examples = len(rendered)
+
+    @classmethod
+    def from_examples(cls, examples: list[dict], tok, seq_len: int, seed: int = 0) -> PackedChat:
+        """Render (chat template + loss mask) and pack; rows with no loss token are dropped and counted."""
+        rendered, dropped = sft_rows(examples, tok, seq_len)
+        packed = cls(rendered, seq_len, tok.pad_token_id, seed)
+        packed.dropped = dropped
+        return packed
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        ids, labels, pos, seg = [], [], [], []
+        for s, r in enumerate(self.rows[i]):
+            n = min(len(r.input_ids), self.seq_len)
+            ids += r.input_ids[:n]
+            labels += labels_for(r)[:n - 1] + [IGNORE]  # the last token never predicts across a boundary
+            pos += range(n)
+            seg += [s] * n
+        pad = self.seq_len - len(ids)
+        ids += [self.pad_id] * pad
+        labels += [IGNORE] * pad
+        pos += [0] * pad
+        seg += [-1 - k for k in range(pad)]  # each padding token is its own segment: it attends only itself
+        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
+                "position_ids": torch.tensor(pos), "segments": torch.tensor(seg)}
+
+    @staticmethod
+    def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        seg = torch.stack([it["segments"] for it in items])  # (B, T)
+        T = seg.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T)
+        same = seg[:, :, None] == seg[:, None, :]  # (B, T, T)
+        return {"input_ids": torch.stack([it["input_ids"] for it in items]),
+                "labels": torch.stack([it["labels"] for it in items]),
+                "position_ids": torch.stack([it["position_ids"] for it in items]),
+                "attention_mask": (same & causal)[:, None]}  # (B, 1, T, T), True = may attend
+
+    def fill_rate(self) -> float:
+        """Share of row tokens that are real (not padding)."""
+        real = sum(min(len(r.input_ids), self.seq_len) for row in self.rows for r in row)
+        return real / max(1, len(self.rows) * self.seq_len)
+
+
+# ----------------------------------------------------------------------------- one SFT run
+@dataclass
+class SFTResult:
+    model: object          # the fine-tuned model (a peft model when LoRA was used)
+    tokenizer: object
+    history: History
+    info: dict             # JSON-ready figures: before/after metrics, time, sizes
+    path: Path | None      # where the model (or the LoRA adapter) was saved
+
+
+def retained_knowledge(model, tok, profile: Profile) -> dict:
+    """What pre-training taught, measured: perplexity on its validation text and the capital cloze."""
+    from .pretrain import corpus_rows
+
+    _, _, val_rows = corpus_rows(profile, tok)
+    return {"ppl": perplexity(model, val_rows, max_rows=64)["perplexity"],
+            "cloze": fact_cloze(model, tok, load_world())["accuracy"]}
+
+
+def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples: list[dict] | None = None,
+             callbacks: Sequence = (), stop=None, pause=None, out_dir: str | Path | None = None,
+             measure: bool = True) -> SFTResult:
+    """Fine-tune the profile's base model on chat examples and measure before and after.
+
+    Args:
+        profile: its `sft` settings are used (`profile.with_sft(...)` changes them).
+        lora: overrides `profile.sft.lora`.
+        base: a `kit.artifacts.BaseModel` (default: `base_model(profile)`, built if missing).
+        examples: training examples (default: the generated ones about the "qa" countries).
+        callbacks, stop, pause: passed to `train()`.
+        out_dir: where to save the model (LoRA: only the adapter); default: no save.
+        measure: compute held-out QA, format rate, perplexity and cloze before/after.
+    """
+    from .artifacts import base_model
+
+    cfg = profile.sft if lora is None else dataclasses.replace(profile.sft, lora=lora)
+    base = base or base_model(profile)
+    tok, model = base.tokenizer, base.fresh_model()
+    world = load_world()
+    train_examples = examples if examples is not None else chat_splits(world, cfg.per_fact, cfg.seed)["train"]
+    heldout = split_countries(world)["heldout"]
+    rows = PackedChat.from_examples(train_examples, tok, cfg.seq_len, cfg.seed)
+    val_rows = PackedChat.from_examples(chat_examples(world, heldout, 1, extras=False, seed=cfg.seed + 1), tok,
+                                        cfg.seq_len, cfg.seed)
+    before = retained_knowledge(model, tok, profile) if measure else {}
+    if cfg.lora:
+        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    tcfg = cfg.train_config(len(rows), profile.pretrain.device)
+    for cb in callbacks:  # views that sample answers while training (the control panel) need the model
+        if hasattr(cb, "on_model"):
+            cb.on_model(model, tok)
+    t0 = time.perf_counter()
+    hist = train(model, rows, tcfg, val_data=val_rows, callbacks=callbacks, stop=stop, pause=pause)
+    info = {
+        "profile": profile.name, "lora": cfg.lora, "epochs": cfg.epochs, "lr": tcfg.lr, "steps": tcfg.max_steps,
+        "stopped": hist.stopped, "train_examples": len(train_examples), "dropped_examples": len(rows.dropped),
+        "packed_rows": len(rows), "fill_rate": round(rows.fill_rate(), 3),
+        "trainable_params": count_params(model, trainable_only=True), "params": count_params(model),
+        "train_seconds": round(hist.seconds, 2),
+        "train_loss": hist.losses[-1] if hist.losses else None,
+        "val_loss": hist.val_losses[-1] if hist.val_losses else None,
+        "history": hist.to_dict(), "config": dataclasses.asdict(cfg),
+    }
+    if measure and not hist.stopped:  # a stopped run is saved at once, not measured
+        qa = qa_eval(model, tok, qa_items(world, heldout))
+        after = retained_knowledge(model, tok, profile)
+        info.update(heldout_qa_accuracy=qa["accuracy"], format_rate=qa["format_rate"],
+                    qa_examples=qa["rows"][:12], ppl_before=before["ppl"], ppl_after=after["ppl"],
+                    cloze_before=before["cloze"], cloze_after=after["cloze"])
+    info["seconds"] = round(time.perf_counter() - t0, 2)
+    path = None
+    if out_dir is not None:
+        path = Path(out_dir)
+        model.save_pretrained(path / "model")
+        tok.save_pretrained(path / "model")
+        (path / "info.json").write_text(json.dumps(info, indent=1, default=str))
+    return SFTResult(model, tok, hist, info, path)
+
+
+class EpochProbe:
+    """A training callback: held-out QA accuracy and capital cloze at every validation pass (each epoch)."""
+
+    def __init__(self, items, world, steps_per_epoch: int):
+        self.items, self.world, self.steps_per_epoch = items, world, steps_per_epoch
+        self.epochs, self.heldout, self.cloze = [], [], []
+        self.model = self.tok = None
+
+    def on_model(self, model, tok) -> None:
+        self.model, self.tok = model, tok
+
+    def on_eval(self, ev: dict) -> None:
+        self.epochs.append(round(ev["step"] / self.steps_per_epoch, 2))
+        self.heldout.append(qa_eval(self.model, self.tok, self.items)["accuracy"])
+        self.cloze.append(fact_cloze(self.model, self.tok, self.world)["accuracy"])
+
+
+def accuracy_by_epoch(profile: Profile, epochs: float, *, lora: bool = False, n_items: int = 120,
+                      base=None) -> dict:
+    """Fine-tune for `epochs` and probe after every epoch: does longer training keep helping?
+
+    Returns {"epochs": [...], "heldout_qa": [...], "cloze": [...]} (epoch 0 = the base model).
+    """
+    from .artifacts import base_model
+
+    world = load_world()
+    items = qa_items(world, split_countries(world)["heldout"])[:n_items]
+    base = base or base_model(profile)
+    cfg = profile.with_sft(epochs=epochs, lora=lora, eval_every=0)
+    rows = PackedChat.from_examples(chat_splits(world, cfg.sft.per_fact, cfg.sft.seed)["train"], base.tokenizer,
+                                    cfg.sft.seq_len, cfg.sft.seed)
+    probe = EpochProbe(items, world, max(1, len(rows) // cfg.sft.batch_size))
+    start = base.fresh_model()
+    first = {"heldout": qa_eval(start, base.tokenizer, items)["accuracy"],
+             "cloze": fact_cloze(start, base.tokenizer, world)["accuracy"]}
+    finetune(cfg, base=base, callbacks=[probe], measure=False)
+    return {"epochs": [0.0, *probe.epochs], "heldout_qa": [first["heldout"], *probe.heldout],
+            "cloze": [first["cloze"], *probe.cloze]}

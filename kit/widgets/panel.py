@@ -1,0 +1,169 @@
+"""The fine-tuning control panel: settings from `SFTConfig`, Start / Pause / Stop, live loss plot,
+progress with ETA, and sample answers that refresh while the model trains.
+
+Training runs in a background thread so the kernel stays responsive; the thread only sets widget
+values (numbers, text, PNG bytes), never prints. `panel.wait()` joins a running run, or runs one
+synchronously if none was started — which is what a headless run (nbclient, CI) does.
+
+Example:
+    >>> panel = SFTPanel(profile)      # doctest: +SKIP
+    >>> panel.widget()                 # doctest: +SKIP   (press Start)
+    >>> result = panel.wait()          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from ..config import Profile
+from ..generate import chat_replies
+from . import loss_figure, png
+
+PANEL_FIELDS = ("epochs", "lr", "lora", "lora_lr", "lora_r", "batch_size")  # fields of SFTConfig
+SAMPLE_PROMPTS = ("What is the capital of Peru?", "What language do people speak in Japan?")
+
+
+def headless() -> bool:
+    """True when no one can click (set KIT_HEADLESS=1 for nbclient / CI runs)."""
+    return os.environ.get("KIT_HEADLESS", "") == "1"
+
+
+class SFTPanel:
+    def __init__(self, profile: Profile, base=None, examples: list[dict] | None = None,
+                 out_dir: str | Path = "runs/panel", prompts=SAMPLE_PROMPTS, sample_every: int = 10):
+        self.profile, self.base, self.examples = profile, base, examples
+        self.out_dir, self.prompts, self.sample_every = Path(out_dir), list(prompts), sample_every
+        self.settings = {f: getattr(profile.sft, f) for f in PANEL_FIELDS}
+        self.stop, self.pause = threading.Event(), threading.Event()
+        self.thread: threading.Thread | None = None
+        self.result, self.error = None, None
+        self.step, self.max_steps, self.state = 0, 0, "ready"
+        self.samples: list[str] = []
+        self._curves = {"steps": [], "losses": [], "val_steps": [], "val_losses": []}
+        self._model, self._tok, self._t0, self._w, self._sampled_at = None, None, 0.0, None, 0
+
+    # --- the run -----------------------------------------------------------------
+    def config(self) -> Profile:
+        return self.profile.with_sft(**self.settings)
+
+    def _run(self) -> None:
+        from ..sft import finetune
+
+        try:
+            self.state, self._t0 = "training", time.perf_counter()
+            self.result = finetune(self.config(), base=self.base, examples=self.examples, callbacks=[self],
+                                   stop=self.stop, pause=self.pause, out_dir=self.out_dir)
+            self.state = "stopped" if self.result.history.stopped else "done"
+        except Exception as e:  # shown in the panel; re-raised by wait()
+            self.error, self.state = e, "failed"
+        self._refresh()
+
+    def start(self, wait: bool = False) -> None:
+        """Start a run (in a background thread unless `wait`); ignored while one is running."""
+        if self.thread is not None and self.thread.is_alive():
+            return
+        self.stop.clear()
+        self.pause.clear()
+        self.result, self.error, self.step, self.samples = None, None, 0, []
+        self._curves = {k: [] for k in self._curves}
+        if wait:
+            self._run()
+        else:
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+
+    def toggle_pause(self) -> None:
+        if self.pause.is_set():
+            self.pause.clear()
+            self.state = "training"
+        else:
+            self.pause.set()
+            self.state = "paused"
+        self._refresh()
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.pause.clear()
+
+    def wait(self):
+        """The finished run's result: joins a running run, or runs one now if none was started."""
+        if self.thread is None and self.result is None and self.error is None:
+            self.start(wait=True)
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    # --- training callbacks (called from the training thread) -----------------
+    def on_model(self, model, tok) -> None:
+        self._model, self._tok = model, tok
+
+    def on_step(self, ev: dict) -> None:
+        self.step, self.max_steps = ev["step"], ev["max_steps"]
+        self._curves["steps"].append(ev["step"])
+        self._curves["losses"].append(ev["loss"])
+        if self._model is not None and (not self.samples or ev["step"] - self._sampled_at >= self.sample_every):
+            self._sampled_at = ev["step"]
+            replies = chat_replies(self._model, self._tok, [[{"role": "user", "content": p}] for p in self.prompts],
+                                   max_new_tokens=32)
+            self.samples = [f"{p} → {a}" for p, (a, _) in zip(self.prompts, replies)]
+        self._refresh()
+
+    def on_eval(self, ev: dict) -> None:
+        self._curves["val_steps"].append(ev["step"])
+        self._curves["val_losses"].append(ev["val_loss"])
+
+    # --- the widgets ---------------------------------------------------------------
+    def eta(self) -> float | None:
+        if self.step == 0 or not self.max_steps:
+            return None
+        return (time.perf_counter() - self._t0) / self.step * (self.max_steps - self.step)
+
+    def widget(self):
+        import ipywidgets as w
+
+        def control(name: str):
+            value = self.settings[name]
+            kind = {bool: w.Checkbox, int: w.IntText, float: w.FloatText}[type(value)]
+            c = kind(value=value, description=name)
+            c.observe(lambda ch: self.settings.__setitem__(name, ch["new"]), names="value")
+            return c
+
+        controls = [control(f) for f in PANEL_FIELDS]
+        start, pause, stop = (w.Button(description=d) for d in ("Start", "Pause / Resume", "Stop"))
+        start.button_style, stop.button_style = "success", "danger"
+        start.on_click(lambda _: self.start())
+        pause.on_click(lambda _: self.toggle_pause())
+        stop.on_click(lambda _: self.request_stop())
+        self._w = {"progress": w.IntProgress(value=0, min=0, max=1), "status": w.HTML(),
+                   "plot": w.Image(format="png"), "samples": w.HTML()}
+        box = w.VBox([w.HBox(controls[:3]), w.HBox(controls[3:]), w.HBox([start, pause, stop]),
+                      w.HBox([self._w["progress"], self._w["status"]]), self._w["plot"], self._w["samples"]])
+        box.buttons = {"start": start, "pause": pause, "stop": stop}
+        box.controls = dict(zip(PANEL_FIELDS, controls))
+        self._refresh()
+        return box
+
+    def _refresh(self) -> None:
+        if self._w is None:
+            return
+        self._w["progress"].max = max(1, self.max_steps)
+        self._w["progress"].value = self.step
+        eta = self.eta()
+        text = f"{self.state} · step {self.step}/{self.max_steps or '?'}"
+        text += f" · ETA {eta:.0f} s" if eta is not None and self.state == "training" else ""
+        if self.error is not None:
+            text += f" · error: {self.error}"
+        if self.result is not None and self.result.path is not None:
+            text += f" · saved to {self.result.path}"
+        self._w["status"].value = text
+        c = self._curves
+        if c["steps"]:
+            self._w["plot"].value = png(loss_figure(c["steps"], c["losses"], c["val_steps"], c["val_losses"],
+                                                    "fine-tuning loss"))
+        self._w["samples"].value = "<br>".join(self.samples)
+

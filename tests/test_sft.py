@@ -1,0 +1,155 @@
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from kit.artifacts import base_model
+from kit.chat import render
+from kit.config import SFTConfig
+from kit.corpus import chat_splits
+from kit.models import count_params, load, merge_lora
+from kit.sft import PackedChat, finetune, labels_for
+from kit.train import IGNORE
+from kit.widgets.panel import SFTPanel
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_CACHE", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def sft_profile(tiny_profile):
+    return dataclasses.replace(tiny_profile, sft=SFTConfig(epochs=2, batch_size=4, seq_len=64, log_every=1,
+                                                           lr=3e-3, lora_lr=1e-2, lora_r=4, lora_alpha=8))
+
+
+def conv(q, a):
+    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+
+
+def test_labels_are_the_next_assistant_tokens(tok):
+    r = render(conv("Capital of Peru?", "Lima."), tok)
+    labels = labels_for(r)
+    learned = [lab for lab in labels if lab != IGNORE]
+    assert learned == [t for t, m in zip(r.input_ids, r.loss_mask) if m]
+    assert len(labels) == len(r.input_ids) and labels[-1] == IGNORE
+
+
+def test_packing_has_no_cross_example_attention(tok):
+    exs = [conv("Capital of Peru?", "The capital of Peru is Lima."), conv("Capital of Chile?", "Santiago."),
+           conv("Money of Japan?", "The currency of Japan is the Japanese yen.")]
+    packed = PackedChat.from_examples(exs, tok, seq_len=128)
+    assert len(packed) == 1 and len(packed.rows[0]) == 3
+    model = load("smoke", tokenizer=tok, seed=0).eval()
+    batch = packed.collate([packed[0]])
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
+        # each conversation alone gives the same logits as inside the pack
+        start = 0
+        for r in packed.rows[0]:
+            n = len(r.input_ids)
+            alone = model(input_ids=torch.tensor([r.input_ids])).logits[0]
+            assert torch.allclose(logits[start:start + n], alone, atol=1e-4)
+            start += n
+        # changing the middle conversation leaves the others' logits unchanged
+        row = packed[0]
+        first = len(packed.rows[0][0].input_ids)
+        second = len(packed.rows[0][1].input_ids)
+        row["input_ids"][first + 3:first + second - 1] = 7
+        changed = model(**{k: v for k, v in packed.collate([row]).items() if k != "labels"}).logits[0]
+    assert torch.allclose(changed[:first], logits[:first], atol=1e-5)
+    assert torch.allclose(changed[first + second:start], logits[first + second:start], atol=1e-5)
+    assert not torch.allclose(changed[first:first + second], logits[first:first + second], atol=1e-3)
+
+
+def test_padding_never_carries_loss(tok):
+    packed = PackedChat.from_examples([conv("Hi", "Hello.")], tok, seq_len=64)
+    row = packed[0]
+    pads = row["input_ids"] == tok.pad_token_id
+    assert pads.any() and (row["labels"][pads] == IGNORE).all()
+    assert 0 < packed.fill_rate() < 1
+
+
+def test_lora_leaves_base_weights_untouched_until_merged(cache, sft_profile):
+    base = base_model(sft_profile)
+    original = {k: v.clone() for k, v in base.fresh_model().state_dict().items()}
+    result = finetune(sft_profile, lora=True, base=base, measure=False)
+    peft_model = result.model
+    assert count_params(peft_model, trainable_only=True) < count_params(peft_model) // 5
+    for name, p in peft_model.named_parameters():
+        if "lora_" not in name:
+            key = name.replace("base_model.model.", "").replace(".base_layer", "")
+            assert torch.equal(p.detach(), original[key]), name
+    x = torch.tensor([[1, 20, 30, 40]])
+    with torch.no_grad():
+        want = peft_model(input_ids=x).logits
+        merged = merge_lora(peft_model)
+        got = merged(input_ids=x).logits
+    assert torch.allclose(want, got, atol=1e-4)
+    changed = [k for k, v in merged.state_dict().items() if k in original and not torch.equal(v, original[k])]
+    assert changed  # merging wrote the adapters into the weights
+
+
+def test_full_finetune_lowers_the_chat_loss_and_saves(cache, sft_profile, tmp_path):
+    result = finetune(sft_profile.with_sft(epochs=4), out_dir=tmp_path / "run")
+    h = result.history
+    assert h.losses[-1] < h.losses[0]
+    for key in ("heldout_qa_accuracy", "format_rate", "ppl_before", "ppl_after", "cloze_before", "cloze_after"):
+        assert key in result.info
+    again = load(str(tmp_path / "run" / "model"))
+    x = torch.tensor([[1, 20, 30]])
+    with torch.no_grad():
+        assert torch.allclose(again(input_ids=x).logits, result.model(input_ids=x).logits, atol=1e-5)
+
+
+def test_panel_start_pause_stop(cache, sft_profile, tmp_path):
+    profile = sft_profile.with_sft(epochs=500)  # far longer than the test runs
+    panel = SFTPanel(profile, base=base_model(profile), out_dir=tmp_path / "panel", sample_every=1000)
+    box = panel.widget()
+    box.controls["lr"].value = 2e-3
+    box.buttons["start"].click()
+    deadline = time.time() + 60
+    while panel.step < 3 and time.time() < deadline:
+        time.sleep(0.02)
+    assert panel.step >= 3 and panel.state == "training"
+    assert panel.config().sft.lr == 2e-3  # the control changed the run's config
+    box.buttons["pause"].click()
+    time.sleep(0.3)
+    held = panel.step
+    time.sleep(0.5)
+    assert panel.step == held and panel.state == "paused"
+    box.buttons["pause"].click()  # resume
+    while panel.step < held + 2 and time.time() < deadline:
+        time.sleep(0.02)
+    assert panel.step >= held + 2
+    box.buttons["stop"].click()
+    at_stop = panel.step
+    result = panel.wait()
+    assert result.history.stopped and result.history.steps[-1] <= at_stop + 1
+    assert panel.state == "stopped"
+    reloaded = load(str(tmp_path / "panel" / "model"))
+    assert count_params(reloaded) == count_params(result.model)
+
+
+def test_cli_sft_prints_every_key(tmp_path):
+    env = {**os.environ, "KIT_CACHE": str(tmp_path), "KIT_PROFILE": "smoke", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "kit", "sft", "--epochs", "1"], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("profile", "lora", "seconds", "train_loss", "val_loss", "heldout_qa_accuracy", "format_rate",
+                "ppl_before", "ppl_after", "cloze_before", "cloze_after"):
+        assert key in result, key
+    assert result["profile"] == "smoke" and result["lora"] is False
+
+
+def test_generated_training_data_packs_densely(tok):
+    packed = PackedChat.from_examples(chat_splits()["train"], tok, seq_len=128)
+    assert packed.fill_rate() > 0.9 and packed.dropped == []
