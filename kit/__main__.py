@@ -50,8 +50,8 @@ def cmd_sft(args: argparse.Namespace) -> dict:
     for question, answer, expected, ok in info["qa_examples"][:6]:
         print(f"  {'ok ' if ok else 'NO '} {question} -> {answer!r} (expected {expected!r})", file=sys.stderr)
     keys = ("profile", "lora", "epochs", "steps", "train_examples", "trainable_params", "train_seconds",
-            "train_loss", "val_loss", "heldout_qa_accuracy", "format_rate", "ppl_before", "ppl_after",
-            "cloze_before", "cloze_after")
+            "train_loss", "val_loss", "heldout_qa_accuracy", "heldout_qa_by_fact", "format_rate",
+            "ppl_before", "ppl_after", "cloze_before", "cloze_after")
     return {**{k: info[k] for k in keys}, "seconds": round(time.perf_counter() - t0, 2), "path": str(result.path)}
 
 

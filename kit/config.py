@@ -77,7 +77,7 @@ class SFTConfig:
     """Supervised fine-tuning on chat examples (full or LoRA); also the fields of the control panel."""
 
     epochs: float = 3.0
-    lr: float = 1e-3                 # full fine-tuning
+    lr: float = 5e-4                 # full fine-tuning
     lora: bool = False
     lora_lr: float = 5e-3            # LoRA trains few weights: a larger step suits it
     lora_r: int = 16
@@ -88,6 +88,7 @@ class SFTConfig:
     seq_len: int = 128
     warmup_ratio: float = 0.05
     per_fact: int = 2                # phrasings per fact in the generated training examples
+    replay: float = 0.5              # pre-training documents mixed in, per chat example (against forgetting)
     eval_every: int = 0              # validation-loss interval in steps (0: once per epoch)
     log_every: int = 5
     seed: int = 0
@@ -135,6 +136,7 @@ PROFILES: dict[str, Profile] = {
         corpus=CorpusConfig(bios_per_country=2, qa_per_country=1, stories=60),
         pretrain=TrainConfig(max_steps=150, batch_size=8, seq_len=96, lr=5e-3, warmup_steps=10,
                              eval_every=50, eval_batches=2, log_every=10),
+        sft=SFTConfig(epochs=2, per_fact=1, lr=3e-3, lora_lr=1e-2),
     ),
     "classroom": Profile(
         name="classroom",
@@ -155,6 +157,7 @@ PROFILES: dict[str, Profile] = {
         corpus=CorpusConfig(bios_per_country=24, qa_per_country=6, stories=6000),
         pretrain=TrainConfig(max_steps=2000, batch_size=64, seq_len=256, lr=1e-3,
                              warmup_steps=100, eval_every=250, eval_batches=16, log_every=25),
+        sft=SFTConfig(epochs=3, lr=2e-4, lora_lr=1e-3, batch_size=32, seq_len=256, log_every=10),
     ),
 }
 
@@ -220,6 +223,20 @@ def _problems_train(t: TrainConfig, prefix: str = "train") -> list[str]:
     return out
 
 
+def _problems_sft(s: SFTConfig, m: ModelConfig) -> list[str]:
+    out = []
+    for f in ("epochs", "lr", "lora_lr", "lora_r", "lora_alpha", "batch_size", "seq_len", "per_fact", "log_every"):
+        if not getattr(s, f) > 0:
+            out.append(f"sft.{f} must be positive, got {getattr(s, f)}")
+    if s.replay < 0:
+        out.append(f"sft.replay must be >= 0, got {s.replay}")
+    if s.seq_len > m.max_seq_len:
+        out.append(f"sft.seq_len ({s.seq_len}) exceeds model.max_seq_len ({m.max_seq_len})")
+    if not 0 <= s.lora_dropout < 1:
+        out.append(f"sft.lora_dropout must be in [0, 1), got {s.lora_dropout}")
+    return out
+
+
 def validate(obj: Profile | ModelConfig | TrainConfig) -> None:
     """Raise one `ConfigError` that lists every problem found, or return None.
 
@@ -241,6 +258,7 @@ def validate(obj: Profile | ModelConfig | TrainConfig) -> None:
         if obj.pretrain.seq_len > obj.model.max_seq_len:
             problems.append(f"pretrain.seq_len ({obj.pretrain.seq_len}) exceeds "
                             f"model.max_seq_len ({obj.model.max_seq_len})")
+        problems += _problems_sft(obj.sft, obj.model)
         if not 0 < obj.corpus.val_fraction < 0.5:
             problems.append(f"corpus.val_fraction must be in (0, 0.5), got {obj.corpus.val_fraction}")
     elif isinstance(obj, ModelConfig):

@@ -119,8 +119,12 @@ def qa_eval(model, tok, items, max_new_tokens: int = 40) -> dict:
     acc = QAAccuracy().compute(predictions=answers, references=[it.expected for it in items])
     fmt = FormatRate().compute(ended=[int(e) for _, e in replies])
     rows = [(it.question, a, it.expected, contains_fact(a, it.expected)) for it, a in zip(items, answers)]
+    by_fact: dict[str, list[bool]] = {}
+    for it, row in zip(items, rows):
+        by_fact.setdefault(it.fact, []).append(row[3])
     return {"accuracy": acc["accuracy"], "correct": acc["correct"], "total": acc["total"],
-            "format_rate": fmt["format_rate"], "rows": rows}
+            "format_rate": fmt["format_rate"], "rows": rows,
+            "by_fact": {f: sum(v) / len(v) for f, v in by_fact.items()}}
 
 
 def fact_cloze(model, tok, world, fact: str = "capital", max_new_tokens: int = 12) -> dict:

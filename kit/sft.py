@@ -27,7 +27,7 @@ import torch
 
 from .chat import Rendered
 from .config import Profile
-from .corpus import chat_examples, chat_splits, load_world, qa_items, split_countries
+from .corpus import build_corpus, chat_examples, chat_splits, load_world, qa_items, split_countries
 from .data import sft_rows
 from .metrics import fact_cloze, perplexity, qa_eval
 from .models import add_lora, count_params
@@ -63,9 +63,17 @@ class PackedChat:
         self.n_examples = len(rendered)
 
     @classmethod
-    def from_examples(cls, examples: list[dict], tok, seq_len: int, seed: int = 0) -> PackedChat:
-        """Render (chat template + loss mask) and pack; rows with no loss token are dropped and counted."""
+    def from_examples(cls, examples: list[dict], tok, seq_len: int, seed: int = 0,
+                      replay_docs: Sequence[str] = ()) -> PackedChat:
+        """Render (chat template + loss mask) and pack; rows with no loss token are dropped and counted.
+
+        `replay_docs` are plain pre-training documents packed beside the chats, every token learned:
+        "replay" keeps the model practising the text it was pre-trained on.
+        """
         rendered, dropped = sft_rows(examples, tok, seq_len)
+        for ids in tok(list(replay_docs), add_special_tokens=False)["input_ids"] if replay_docs else []:
+            doc = [tok.bos_token_id, *ids, tok.eos_token_id][:seq_len]
+            rendered.append(Rendered(doc, [0] + [1] * (len(doc) - 1), len(doc) - 1, 0, 0))
         packed = cls(rendered, seq_len, tok.pad_token_id, seed)
         packed.dropped = dropped
         return packed
@@ -147,7 +155,11 @@ def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples:
     world = load_world()
     train_examples = examples if examples is not None else chat_splits(world, cfg.per_fact, cfg.seed)["train"]
     heldout = split_countries(world)["heldout"]
-    rows = PackedChat.from_examples(train_examples, tok, cfg.seq_len, cfg.seed)
+    replay = []
+    if cfg.replay > 0:
+        docs = build_corpus(profile.corpus, world).train
+        replay = random.Random(cfg.seed).sample(docs, min(len(docs), round(cfg.replay * len(train_examples))))
+    rows = PackedChat.from_examples(train_examples, tok, cfg.seq_len, cfg.seed, replay_docs=replay)
     val_rows = PackedChat.from_examples(chat_examples(world, heldout, 1, extras=False, seed=cfg.seed + 1), tok,
                                         cfg.seq_len, cfg.seed)
     before = retained_knowledge(model, tok, profile) if measure else {}
@@ -161,7 +173,8 @@ def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples:
     hist = train(model, rows, tcfg, val_data=val_rows, callbacks=callbacks, stop=stop, pause=pause)
     info = {
         "profile": profile.name, "lora": cfg.lora, "epochs": cfg.epochs, "lr": tcfg.lr, "steps": tcfg.max_steps,
-        "stopped": hist.stopped, "train_examples": len(train_examples), "dropped_examples": len(rows.dropped),
+        "stopped": hist.stopped, "train_examples": len(train_examples), "replay_docs": len(replay),
+        "dropped_examples": len(rows.dropped),
         "packed_rows": len(rows), "fill_rate": round(rows.fill_rate(), 3),
         "trainable_params": count_params(model, trainable_only=True), "params": count_params(model),
         "train_seconds": round(hist.seconds, 2),
@@ -172,7 +185,7 @@ def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples:
     if measure and not hist.stopped:  # a stopped run is saved at once, not measured
         qa = qa_eval(model, tok, qa_items(world, heldout))
         after = retained_knowledge(model, tok, profile)
-        info.update(heldout_qa_accuracy=qa["accuracy"], format_rate=qa["format_rate"],
+        info.update(heldout_qa_accuracy=qa["accuracy"], heldout_qa_by_fact=qa["by_fact"], format_rate=qa["format_rate"],
                     qa_examples=qa["rows"][:12], ppl_before=before["ppl"], ppl_after=after["ppl"],
                     cloze_before=before["cloze"], cloze_after=after["cloze"])
     info["seconds"] = round(time.perf_counter() - t0, 2)
@@ -223,3 +236,19 @@ def accuracy_by_epoch(profile: Profile, epochs: float, *, lora: bool = False, n_
     finetune(cfg, base=base, callbacks=[probe], measure=False)
     return {"epochs": [0.0, *probe.epochs], "heldout_qa": [first["heldout"], *probe.heldout],
             "cloze": [first["cloze"], *probe.cloze]}
+
+
+TABLE_KEYS = ("heldout_qa_accuracy", "format_rate", "cloze_before", "cloze_after", "ppl_before", "ppl_after",
+              "trainable_params", "train_seconds")
+
+
+def results_table(runs: dict[str, SFTResult], keys: Sequence[str] = TABLE_KEYS) -> str:
+    """A plain-text table of runs' figures, one column per run ("-" where a run has no such figure)."""
+    def cell(v) -> str:
+        if isinstance(v, bool) or v is None:
+            return f"{'-' if v is None else v!s:>14}"
+        return f"{v:>14,.3f}" if isinstance(v, float) else f"{v:>14,}"
+
+    lines = [f"{'':22}" + "".join(f"{name:>14}" for name in runs)]
+    lines += [f"{k:22}" + "".join(cell(r.info.get(k)) for r in runs.values()) for k in keys]
+    return "\n".join(lines)

@@ -26,3 +26,21 @@ def test_kit_profile_env_picks_profile(monkeypatch):
 def test_unknown_profile_names_the_valid_ones():
     with pytest.raises(ConfigError, match="smoke, classroom, gpu"):
         get_profile("huge")
+
+
+def test_sft_settings_are_checked_with_the_model():
+    import dataclasses
+
+    p = get_profile("smoke")
+    bad = dataclasses.replace(p, sft=dataclasses.replace(p.sft, seq_len=10_000, epochs=0, lora_dropout=1.5))
+    with pytest.raises(ConfigError) as e:
+        validate(bad)
+    msg = str(e.value)
+    assert msg.startswith("3 problems") and "sft.seq_len" in msg and "sft.epochs" in msg and "lora_dropout" in msg
+
+
+def test_sft_train_config_counts_epochs():
+    p = get_profile("classroom").with_sft(epochs=2, batch_size=10)
+    cfg = p.sft.train_config(n_rows=100)
+    assert cfg.max_steps == 20 and cfg.eval_every == 10 and cfg.lr == p.sft.lr
+    assert p.with_sft(lora=True).sft.train_config(100).lr == p.sft.lora_lr

@@ -29,6 +29,7 @@ def test_notebook_runs_in_smoke_profile(path, monkeypatch):
     monkeypatch.setenv("KIT_PROFILE", "smoke")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("KIT_HEADLESS", "1")  # no one clicks: panels train synchronously
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()

@@ -153,3 +153,24 @@ def test_cli_sft_prints_every_key(tmp_path):
 def test_generated_training_data_packs_densely(tok):
     packed = PackedChat.from_examples(chat_splits()["train"], tok, seq_len=128)
     assert packed.fill_rate() > 0.9 and packed.dropped == []
+
+
+def test_second_panel_does_not_train_beside_the_first(sft_profile, monkeypatch):
+    import threading
+
+    first = SFTPanel(sft_profile)
+    first.thread = threading.Thread(target=time.sleep, args=(1.0,))
+    first.thread.start()
+    monkeypatch.setattr(SFTPanel, "_training", first)
+    second = SFTPanel(sft_profile)
+    second.start()
+    assert second.thread is None and second.state.startswith("waiting")
+    first.thread.join()
+
+
+def test_results_table_marks_missing_figures():
+    from kit.sft import SFTResult, results_table
+
+    a = SFTResult(None, None, None, {"heldout_qa_accuracy": 0.5, "trainable_params": 1000}, None)
+    text = results_table({"run": a}, keys=("heldout_qa_accuracy", "trainable_params", "cloze_after"))
+    assert "0.500" in text and "1,000" in text and text.splitlines()[-1].split()[-1] == "-"

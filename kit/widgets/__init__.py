@@ -35,15 +35,29 @@ def image(fig: Figure):
     return Image(data=png(fig))
 
 
-def loss_figure(steps, losses, val_steps=(), val_losses=(), title: str = "loss") -> Figure:
-    """A train/validation loss figure."""
+def loss_figure(steps, losses, val_steps=(), val_losses=(), title: str = "loss", label: str = "") -> Figure:
+    """A train/validation loss figure; `label` names the run in the legend."""
     fig = Figure(figsize=(6, 3.2))
     ax = fig.subplots()
-    ax.plot(steps, losses, label="train")
-    if val_steps:
-        ax.plot(val_steps, val_losses, "o-", label="validation")
+    ax.plot(steps, losses, label=f"{label} train".strip())
+    if len(val_steps):
+        ax.plot(val_steps, val_losses, "o-", label=f"{label} validation".strip())
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def curves_figure(x, series: dict, xlabel: str = "", ylabel: str = "", title: str = "") -> Figure:
+    """Several named curves over the same x values (e.g. accuracies against epochs)."""
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    for name, ys in series.items():
+        ax.plot(x, ys, "o-", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -22,7 +22,7 @@ from ..config import Profile
 from ..generate import chat_replies
 from . import loss_figure, png
 
-PANEL_FIELDS = ("epochs", "lr", "lora", "lora_lr", "lora_r", "batch_size")  # fields of SFTConfig
+PANEL_FIELDS = ("epochs", "lr", "replay", "lora", "lora_lr", "lora_r")  # fields of SFTConfig
 SAMPLE_PROMPTS = ("What is the capital of Peru?", "What language do people speak in Japan?")
 
 
@@ -32,6 +32,8 @@ def headless() -> bool:
 
 
 class SFTPanel:
+    _training: SFTPanel | None = None  # one run at a time, even if the panel's cell is run again
+
     def __init__(self, profile: Profile, base=None, examples: list[dict] | None = None,
                  out_dir: str | Path = "runs/panel", prompts=SAMPLE_PROMPTS, sample_every: int = 10):
         self.profile, self.base, self.examples = profile, base, examples
@@ -65,6 +67,12 @@ class SFTPanel:
         """Start a run (in a background thread unless `wait`); ignored while one is running."""
         if self.thread is not None and self.thread.is_alive():
             return
+        other = SFTPanel._training
+        if other is not None and other is not self and other.thread is not None and other.thread.is_alive():
+            self.state = "waiting: another panel is training — press its Stop first"
+            self._refresh()
+            return
+        SFTPanel._training = self
         self.stop.clear()
         self.pause.clear()
         self.result, self.error, self.step, self.samples = None, None, 0, []
