@@ -3,6 +3,7 @@
 The format is OpenAI's fine-tuning format:
     {"messages": [{"role": "system" | "user" | "assistant", "content": "...", "weight": 0 | 1}, ...]}
 `weight` is optional (assistant messages only): 0 keeps a reply in the context but out of the loss.
+Preference pairs (for DPO) use {"prompt": [messages], "chosen": [messages], "rejected": [messages]}.
 
 Example:
     >>> conv = {"messages": [{"role": "user", "content": "Capital of Peru?"},
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass
 ROLES = ("system", "user", "assistant")
 ENTRY_KEYS = {"messages"}
 MESSAGE_KEYS = {"role", "content", "weight", "name"}
+PREFERENCE_KEYS = {"prompt", "chosen", "rejected"}
 
 
 @dataclass(frozen=True)
@@ -35,27 +37,14 @@ class Problem:
         return asdict(self)
 
 
-def check_example(entry, line: int = 0) -> list[Problem]:
-    """The format problems of one example (OpenAI's data checks plus role order), as Problems."""
-    def err(field: str, msg: str, severity: str = "error") -> None:
-        out.append(Problem(line, field, severity, msg))
-
-    out: list[Problem] = []
-    if not isinstance(entry, dict):
-        err("", f"entry is not a JSON object (got {type(entry).__name__})")
-        return out
-    for key in sorted(set(entry) - ENTRY_KEYS):
-        err(key, f"unknown key {key!r} in the entry (expected only 'messages')", "warning")
-    messages = entry.get("messages")
-    if messages is None:
-        err("messages", "missing 'messages'")
-        return out
+def _check_messages(messages, field: str, err) -> list:
+    """Per-message checks shared by chat and preference examples; returns the roles seen."""
     if not isinstance(messages, list) or not messages:
-        err("messages", "'messages' must be a non-empty list")
-        return out
+        err(field, f"'{field}' must be a non-empty list")
+        return []
     roles = []
     for i, m in enumerate(messages):
-        f = f"messages[{i}]"
+        f = f"{field}[{i}]"
         if not isinstance(m, dict):
             err(f, f"message is not an object (got {type(m).__name__})")
             continue
@@ -77,6 +66,31 @@ def check_example(entry, line: int = 0) -> list[Problem]:
         if "weight" in m and role != "assistant":
             err(f"{f}.weight", "weight only applies to assistant messages", "warning")
         roles.append(role)
+    return roles
+
+
+def check_example(entry, line: int = 0) -> list[Problem]:
+    """The format problems of one chat example (OpenAI's data checks plus role order), as Problems.
+
+    A preference example (keys `prompt`, `chosen`, `rejected`) is checked by `check_preference`.
+    """
+    def err(field: str, msg: str, severity: str = "error") -> None:
+        out.append(Problem(line, field, severity, msg))
+
+    out: list[Problem] = []
+    if not isinstance(entry, dict):
+        err("", f"entry is not a JSON object (got {type(entry).__name__})")
+        return out
+    if "messages" not in entry and {"prompt", "chosen", "rejected"} & set(entry):
+        return check_preference(entry, line)
+    for key in sorted(set(entry) - ENTRY_KEYS):
+        err(key, f"unknown key {key!r} in the entry (expected only 'messages')", "warning")
+    if "messages" not in entry:
+        err("messages", "missing 'messages'")
+        return out
+    roles = _check_messages(entry["messages"], "messages", err)
+    if not roles:
+        return out
     if "assistant" not in roles:
         err("messages", "no assistant message: the example teaches nothing")
     body = [r for r in roles if r != "system"]
@@ -88,6 +102,34 @@ def check_example(entry, line: int = 0) -> list[Problem]:
         if a == b and a in ("user", "assistant"):
             err("messages", f"two {a} messages in a row", "warning")
             break
+    return out
+
+
+def check_preference(entry: dict, line: int = 0) -> list[Problem]:
+    """Problems of one preference example: {"prompt": [messages], "chosen": [...], "rejected": [...]}.
+
+    The prompt ends with a user message; chosen and rejected are the assistant's two candidate replies.
+    """
+    def err(field: str, msg: str, severity: str = "error") -> None:
+        out.append(Problem(line, field, severity, msg))
+
+    out: list[Problem] = []
+    for key in sorted(set(entry) - PREFERENCE_KEYS):
+        err(key, f"unknown key {key!r} in a preference entry (expected: prompt, chosen, rejected)", "warning")
+    for key in ("prompt", "chosen", "rejected"):
+        if key not in entry:
+            err(key, f"missing {key!r}")
+    if out and any(p.severity == "error" for p in out):
+        return out
+    prompt_roles = _check_messages(entry["prompt"], "prompt", err)
+    if prompt_roles and prompt_roles[-1] != "user":
+        err("prompt", "the prompt must end with a user message")
+    for key in ("chosen", "rejected"):
+        roles = _check_messages(entry[key], key, err)
+        if roles and set(roles) != {"assistant"}:
+            err(key, f"'{key}' must hold assistant messages only")
+    if entry["chosen"] == entry["rejected"]:
+        err("chosen", "chosen and rejected are identical: the pair teaches nothing", "warning")
     return out
 
 

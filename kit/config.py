@@ -136,7 +136,7 @@ PROFILES: dict[str, Profile] = {
         corpus=CorpusConfig(bios_per_country=2, qa_per_country=1, stories=60),
         pretrain=TrainConfig(max_steps=150, batch_size=8, seq_len=96, lr=5e-3, warmup_steps=10,
                              eval_every=50, eval_batches=2, log_every=10),
-        sft=SFTConfig(epochs=2, per_fact=1, lr=3e-3, lora_lr=1e-2),
+        sft=SFTConfig(epochs=2.0, per_fact=1, lr=3e-3, lora_lr=1e-2),
     ),
     "classroom": Profile(
         name="classroom",
@@ -157,7 +157,7 @@ PROFILES: dict[str, Profile] = {
         corpus=CorpusConfig(bios_per_country=24, qa_per_country=6, stories=6000),
         pretrain=TrainConfig(max_steps=2000, batch_size=64, seq_len=256, lr=1e-3,
                              warmup_steps=100, eval_every=250, eval_batches=16, log_every=25),
-        sft=SFTConfig(epochs=3, lr=2e-4, lora_lr=1e-3, batch_size=32, seq_len=256, log_every=10),
+        sft=SFTConfig(epochs=3.0, lr=2e-4, lora_lr=1e-3, batch_size=32, seq_len=256, log_every=10),
     ),
 }
 

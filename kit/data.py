@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .chat import ROLES, Problem, check_example, render
+from .chat import ROLES, Problem, Rendered, check_example, render
 
 
 class DataError(ValueError):
@@ -130,18 +130,25 @@ def load_csv(path: str | Path, strict: bool = False) -> tuple[list[dict], Report
     return _finish(examples, report, strict, str(path))
 
 
+def _columns(example: dict) -> tuple[str, ...]:
+    return ("messages",) if "messages" in example else ("prompt", "chosen", "rejected")
+
+
 def from_hf_dataset(ds) -> list[dict]:
-    """Examples from a Hugging Face `datasets.Dataset` with a `messages` column."""
-    return [{"messages": [dict(m) for m in row["messages"]]} for row in ds]
+    """Examples from a Hugging Face `datasets.Dataset` with a `messages` column (chat) or
+    `prompt` / `chosen` / `rejected` columns (preference pairs)."""
+    cols = ("messages",) if "messages" in ds.column_names else ("prompt", "chosen", "rejected")
+    return [{c: [dict(m) for m in row[c]] for c in cols} for row in ds]
 
 
 def to_hf_dataset(examples: list[dict]):
-    """A Hugging Face `datasets.Dataset` with one `messages` column (weights kept when present)."""
+    """A Hugging Face `datasets.Dataset` of chat or preference examples (weights kept on messages)."""
     import datasets
 
-    rows = [{"messages": [{"role": m["role"], "content": m["content"], "weight": int(m.get("weight", 1))}
-                          for m in ex["messages"]]} for ex in examples]
-    return datasets.Dataset.from_list(rows)
+    def msgs(ms):
+        return [{"role": m["role"], "content": m["content"], "weight": int(m.get("weight", 1))} for m in ms]
+
+    return datasets.Dataset.from_list([{c: msgs(ex[c]) for c in _columns(ex)} for ex in examples])
 
 
 def clean(example: dict) -> dict:
@@ -194,22 +201,12 @@ def validate(examples: list[dict], tok, max_length: int | None = None,
     n_tokens = n_loss = 0
     for i, ex in enumerate(examples):
         line = _line(ex, i)
-        r = render(ex, tok, max_length)
-        n_tokens += len(r.input_ids)
-        n_loss += r.n_loss_tokens
-        if r.truncated:
-            sev = "error" if r.n_loss_tokens == 0 and r.n_assistant_tokens else "warning"
-            report.problems.append(Problem(line, "messages", sev, (
-                f"over the token limit: {len(r.input_ids) + r.truncated} tokens > max_length={max_length}; "
-                f"{r.truncated} cut, {r.lost_assistant_tokens} of {r.n_assistant_tokens} assistant tokens lost")))
-        if r.n_loss_tokens == 0:
-            report.problems.append(Problem(line, "messages", "error",
-                                           "no token carries loss (every reply has weight 0, or was cut off)"))
-        elif end_id not in [t for t, m in zip(r.input_ids, r.loss_mask) if m]:
-            report.problems.append(Problem(line, "messages", "warning",
-                                           "no trained end-of-turn token: the model will not learn to stop here"))
+        for conv in conversations(ex):
+            r = _check_render(conv, tok, max_length, end_id, line, report)
+            n_tokens += len(r.input_ids)
+            n_loss += r.n_loss_tokens
         exact = json.dumps(clean(ex), sort_keys=True)
-        near = normalise(" ".join(m["content"] for m in ex["messages"]))
+        near = normalise(" ".join(m["content"] for c in conversations(ex) for m in c["messages"]))
         if exact in seen_exact:
             report.problems.append(Problem(line, "messages", "warning", f"exact duplicate of line {seen_exact[exact]}"))
         elif near in seen_near:
@@ -231,8 +228,33 @@ def validate(examples: list[dict], tok, max_length: int | None = None,
     return report
 
 
+def conversations(example: dict) -> list[dict]:
+    """The conversation(s) an example trains on: itself, or prompt + chosen and prompt + rejected."""
+    if "messages" in example:
+        return [example]
+    return [{"messages": example["prompt"] + example[k]} for k in ("chosen", "rejected")]
+
+
+def _check_render(conv: dict, tok, max_length: int | None, end_id: int, line: int, report: Report) -> Rendered:
+    """Template checks of one conversation (truncation, tokens with loss, a trained end-of-turn)."""
+    r = render(conv, tok, max_length)
+    if r.truncated:
+        sev = "error" if r.n_loss_tokens == 0 and r.n_assistant_tokens else "warning"
+        report.problems.append(Problem(line, "messages", sev, (
+            f"over the token limit: {len(r.input_ids) + r.truncated} tokens > max_length={max_length}; "
+            f"{r.truncated} cut, {r.lost_assistant_tokens} of {r.n_assistant_tokens} assistant tokens lost")))
+    if r.n_loss_tokens == 0:
+        report.problems.append(Problem(line, "messages", "error",
+                                       "no token carries loss (every reply has weight 0, or was cut off)"))
+    elif end_id not in [t for t, m in zip(r.input_ids, r.loss_mask) if m]:
+        report.problems.append(Problem(line, "messages", "warning",
+                                       "no trained end-of-turn token: the model will not learn to stop here"))
+    return r
+
+
 def _prompt_key(ex: dict) -> str:
-    return normalise(" ".join(m["content"] for m in ex["messages"] if m["role"] != "assistant"))
+    messages = ex["messages"] if "messages" in ex else ex["prompt"]
+    return normalise(" ".join(m["content"] for m in messages if m["role"] != "assistant"))
 
 
 def validate_file(path: str | Path, tok, max_length: int | None = None,

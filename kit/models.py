@@ -117,11 +117,15 @@ def add_lora(model: PreTrainedModel, r: int = 16, alpha: int = 32, dropout: floa
         >>> count_params(lora, trainable_only=True) < count_params(lora) // 10
         True
     """
+    import warnings
+
     from peft import LoraConfig, get_peft_model
 
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets),
                      task_type="CAUSAL_LM", bias="none")
-    return get_peft_model(model, cfg)
+    with warnings.catch_warnings():  # peft 0.21 calls a transformers API that transformers 5 marks deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, cfg)
 
 
 def merge_lora(model) -> PreTrainedModel:

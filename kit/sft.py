@@ -164,6 +164,7 @@ def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples:
                                         cfg.seq_len, cfg.seed)
     before = retained_knowledge(model, tok, profile) if measure else {}
     if cfg.lora:
+        torch.manual_seed(cfg.seed)  # the adapters' random initialisation, repeatable
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     tcfg = cfg.train_config(len(rows), profile.pretrain.device)
     for cb in callbacks:  # views that sample answers while training (the control panel) need the model
@@ -201,13 +202,17 @@ def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples:
 class EpochProbe:
     """A training callback: held-out QA accuracy and capital cloze at every validation pass (each epoch)."""
 
-    def __init__(self, items, world, steps_per_epoch: int):
-        self.items, self.world, self.steps_per_epoch = items, world, steps_per_epoch
+    def __init__(self, items, world, total_epochs: float):
+        self.items, self.world, self.total_epochs = items, world, total_epochs
         self.epochs, self.heldout, self.cloze = [], [], []
         self.model = self.tok = None
+        self.steps_per_epoch = 1.0
 
     def on_model(self, model, tok) -> None:
         self.model, self.tok = model, tok
+
+    def on_step(self, ev: dict) -> None:
+        self.steps_per_epoch = ev["max_steps"] / self.total_epochs
 
     def on_eval(self, ev: dict) -> None:
         self.epochs.append(round(ev["step"] / self.steps_per_epoch, 2))
@@ -226,10 +231,8 @@ def accuracy_by_epoch(profile: Profile, epochs: float, *, lora: bool = False, n_
     world = load_world()
     items = qa_items(world, split_countries(world)["heldout"])[:n_items]
     base = base or base_model(profile)
-    cfg = profile.with_sft(epochs=epochs, lora=lora, eval_every=0)
-    rows = PackedChat.from_examples(chat_splits(world, cfg.sft.per_fact, cfg.sft.seed)["train"], base.tokenizer,
-                                    cfg.sft.seq_len, cfg.sft.seed)
-    probe = EpochProbe(items, world, max(1, len(rows) // cfg.sft.batch_size))
+    cfg = profile.with_sft(epochs=epochs, lora=lora, eval_every=0)  # validation (and the probe) once per epoch
+    probe = EpochProbe(items, world, epochs)
     start = base.fresh_model()
     first = {"heldout": qa_eval(start, base.tokenizer, items)["accuracy"],
              "cloze": fact_cloze(start, base.tokenizer, world)["accuracy"]}

@@ -127,3 +127,24 @@ def test_generated_data_is_clean(tok):
     splits = chat_splits(load_world())
     report = data.validate(splits["train"], tok, 256, eval_examples=splits["eval"])
     assert report.errors == []
+
+
+PAIR = {"prompt": [{"role": "user", "content": "What is the capital of Peru?"}],
+        "chosen": [{"role": "assistant", "content": "The capital of Peru is Lima."}],
+        "rejected": [{"role": "assistant", "content": "I do not know."}]}
+
+
+def test_preference_pairs_load_validate_and_round_trip(tmp_path, tok):
+    bad_role = {**PAIR, "chosen": [{"role": "user", "content": "x"}]}
+    no_user = {**PAIR, "prompt": [{"role": "system", "content": "Be brief."}]}
+    same = {**PAIR, "rejected": PAIR["chosen"]}
+    path = tmp_path / "pairs.jsonl"
+    data.write_jsonl(path, [PAIR, bad_role, no_user, same, {"prompt": PAIR["prompt"], "chosen": PAIR["chosen"]}])
+    examples, report = data.load_jsonl(path)
+    got = {(p.line, p.field, p.severity) for p in report.problems}
+    assert got == {(2, "chosen", "error"), (3, "prompt", "error"), (4, "chosen", "warning"), (5, "rejected", "error")}
+    assert [e["_line"] for e in examples] == [1, 4]
+    deep = data.validate(examples, tok, max_length=256)
+    assert deep.errors == [] and deep.summary["loss_tokens"] > 0  # both replies of each pair render with loss
+    back = data.from_hf_dataset(data.to_hf_dataset([PAIR]))
+    assert [{k: [{"role": m["role"], "content": m["content"]} for m in v] for k, v in b.items()} for b in back] == [PAIR]
