@@ -38,17 +38,19 @@ def matches(prediction: str, reference: str) -> bool:
     return text.startswith(ref) and (len(text) == len(ref) or not text[len(ref)].isalnum())
 
 
+def metric_info(description: str, inputs: str, **features: str) -> evaluate.MetricInfo:
+    """The MetricInfo every kit metric needs: a description, its inputs, and their value types."""
+    return evaluate.MetricInfo(description=description, citation="", inputs_description=inputs,
+                               features=datasets.Features({k: datasets.Value(v) for k, v in features.items()}))
+
+
 class FactCloze(evaluate.Metric):
     """Exact match: the completion starts with the expected fact, and the word ends there."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Share of completions that start with the reference, ending on a word boundary.",
-            citation="",
-            inputs_description="predictions: generated continuations; references: expected facts.",
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
-        )
+        return metric_info("Share of completions that start with the reference, ending on a word boundary.",
+                           "predictions: generated continuations; references: expected facts.",
+                           predictions="string", references="string")
 
     def _compute(self, predictions, references):
         correct = sum(matches(p, r) for p, r in zip(predictions, references))
@@ -59,13 +61,9 @@ class Perplexity(evaluate.Metric):
     """exp(mean token loss) from per-text summed losses and token counts."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Perplexity: exp of the mean next-token cross-entropy over all tokens.",
-            citation="",
-            inputs_description="loss_sums: summed token losses per text; token_counts: tokens per text.",
-            features=datasets.Features({"loss_sums": datasets.Value("float64"),
-                                        "token_counts": datasets.Value("int64")}),
-        )
+        return metric_info("Perplexity: exp of the mean next-token cross-entropy over all tokens.",
+                           "loss_sums: summed token losses per text; token_counts: tokens per text.",
+                           loss_sums="float64", token_counts="int64")
 
     def _compute(self, loss_sums, token_counts):
         mean = sum(loss_sums) / max(1, sum(token_counts))
@@ -81,13 +79,9 @@ class QAAccuracy(evaluate.Metric):
     """Share of answers that state the expected fact (as whole words, anywhere in the answer)."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Share of generated answers that contain the expected fact as whole words.",
-            citation="",
-            inputs_description="predictions: generated answers; references: expected facts.",
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
-        )
+        return metric_info("Share of generated answers that contain the expected fact as whole words.",
+                           "predictions: generated answers; references: expected facts.",
+                           predictions="string", references="string")
 
     def _compute(self, predictions, references):
         correct = sum(contains_fact(p, r) for p, r in zip(predictions, references))
@@ -98,12 +92,9 @@ class FormatRate(evaluate.Metric):
     """Share of replies that closed their turn with the end-of-turn token within the length limit."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Share of replies that end with the end-of-turn token within the length limit.",
-            citation="",
-            inputs_description="ended: 1 if the reply ended with an end token, else 0.",
-            features=datasets.Features({"ended": datasets.Value("int32")}),
-        )
+        return metric_info("Share of replies that end with the end-of-turn token within the length limit.",
+                           "ended: 1 if the reply ended with an end token, else 0.",
+                           ended="int32")
 
     def _compute(self, ended):
         return {"format_rate": sum(ended) / max(1, len(ended))}

@@ -35,3 +35,10 @@ def tiny_profile():
         pretrain=TrainConfig(max_steps=6, batch_size=4, seq_len=32, warmup_steps=1, eval_every=3,
                              eval_batches=1, log_every=2),
     )
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A private artefact cache for the test (KIT_CACHE)."""
+    monkeypatch.setenv("KIT_CACHE", str(tmp_path))
+    return tmp_path

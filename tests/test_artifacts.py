@@ -7,12 +7,6 @@ from kit.artifacts import base_entry, base_model, is_complete, write_entry
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("KIT_CACHE", str(tmp_path))
-    return tmp_path
-
-
-@pytest.fixture
 def count_builds(monkeypatch):
     calls = []
     real = kit.pretrain.pretrain

@@ -147,4 +147,5 @@ def test_preference_pairs_load_validate_and_round_trip(tmp_path, tok):
     deep = data.validate(examples, tok, max_length=256)
     assert deep.errors == [] and deep.summary["loss_tokens"] > 0  # both replies of each pair render with loss
     back = data.from_hf_dataset(data.to_hf_dataset([PAIR]))
-    assert [{k: [{"role": m["role"], "content": m["content"]} for m in v] for k, v in b.items()} for b in back] == [PAIR]
+    plain = [{k: [{"role": m["role"], "content": m["content"]} for m in v] for k, v in b.items()} for b in back]
+    assert plain == [PAIR]

@@ -19,12 +19,6 @@ from kit.widgets.panel import SFTPanel
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("KIT_CACHE", str(tmp_path))
-    return tmp_path
-
-
-@pytest.fixture
 def sft_profile(tiny_profile):
     return dataclasses.replace(tiny_profile, sft=SFTConfig(epochs=2, batch_size=4, seq_len=64, log_every=1,
                                                            lr=3e-3, lora_lr=1e-2, lora_r=4, lora_alpha=8))
