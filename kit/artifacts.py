@@ -93,7 +93,7 @@ def tokenizer_for(profile: Profile | str | None = None):
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     entry = base_entry(profile)
-    if (entry / "manifest.json").exists():
+    if is_complete(entry):
         tok = PreTrainedTokenizerFast.from_pretrained(entry / "tokenizer")
         tok.padding_side = "left"
         return tok
