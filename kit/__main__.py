@@ -1,6 +1,7 @@
 """Headless entry points: `python -m kit <command> [--profile P]` (instructors, CI, benchmarks).
 
-Each command prints what it does, and as its last line one JSON object with the figures.
+`pretrain` and `sft` print progress, then as their last line one JSON object with the figures;
+`data validate` prints its report (or, with --json, a JSON list) and exits 1 when there are errors.
 
 Example:
     $ python -m kit pretrain --profile smoke

@@ -84,6 +84,14 @@ def _finish(examples: list[dict], report: Report, strict: bool, source: str) -> 
 
 
 # ----------------------------------------------------------------------------- loading
+def _accept(entry, line_no: int, examples: list[dict], report: Report) -> None:
+    """Check one entry; report its problems; keep it (with its line number) unless it has an error."""
+    problems = check_example(entry, line_no)
+    report.problems += problems
+    if not any(p.severity == "error" for p in problems):
+        examples.append({**entry, "_line": line_no})
+
+
 def load_jsonl(path: str | Path, strict: bool = False) -> tuple[list[dict], Report]:
     """Read a JSONL file of chat examples; each example gets its line number in `example["_line"]`.
 
@@ -101,10 +109,7 @@ def load_jsonl(path: str | Path, strict: bool = False) -> tuple[list[dict], Repo
             except json.JSONDecodeError as e:
                 report.problems.append(Problem(line_no, "", "error", f"malformed JSON: {e.msg} at column {e.colno}"))
                 continue
-            problems = check_example(entry, line_no)
-            report.problems += problems
-            if not any(p.severity == "error" for p in problems):
-                examples.append({**entry, "_line": line_no})
+            _accept(entry, line_no, examples, report)
     return _finish(examples, report, strict, str(path))
 
 
@@ -123,10 +128,7 @@ def load_csv(path: str | Path, strict: bool = False) -> tuple[list[dict], Report
                     continue
             else:
                 entry = {"messages": [{"role": r, "content": row[r]} for r in ROLES if row.get(r)]}
-            problems = check_example(entry, line_no)
-            report.problems += problems
-            if not any(p.severity == "error" for p in problems):
-                examples.append({**entry, "_line": line_no})
+            _accept(entry, line_no, examples, report)
     return _finish(examples, report, strict, str(path))
 
 

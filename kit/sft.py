@@ -27,7 +27,7 @@ import torch
 
 from .chat import Rendered
 from .config import Profile
-from .corpus import build_corpus, chat_examples, chat_splits, load_world, qa_items, split_countries
+from .corpus import build_corpus, chat_splits, load_world, qa_items, split_countries
 from .data import sft_rows
 from .metrics import fact_cloze, perplexity, qa_eval
 from .models import add_lora, count_params
@@ -153,15 +153,15 @@ def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples:
     base = base or base_model(profile)
     tok, model = base.tokenizer, base.fresh_model()
     world = load_world()
-    train_examples = examples if examples is not None else chat_splits(world, cfg.per_fact, cfg.seed)["train"]
+    splits = chat_splits(world, cfg.per_fact, cfg.seed)  # train: the "qa" countries; eval: the held-out ones
+    train_examples = examples if examples is not None else splits["train"]
     heldout = split_countries(world)["heldout"]
     replay = []
     if cfg.replay > 0:
         docs = build_corpus(profile.corpus, world).train
         replay = random.Random(cfg.seed).sample(docs, min(len(docs), round(cfg.replay * len(train_examples))))
     rows = PackedChat.from_examples(train_examples, tok, cfg.seq_len, cfg.seed, replay_docs=replay)
-    val_rows = PackedChat.from_examples(chat_examples(world, heldout, 1, extras=False, seed=cfg.seed + 1), tok,
-                                        cfg.seq_len, cfg.seed)
+    val_rows = PackedChat.from_examples(splits["eval"], tok, cfg.seq_len, cfg.seed)
     before = retained_knowledge(model, tok, profile) if measure else {}
     if cfg.lora:
         torch.manual_seed(cfg.seed)  # the adapters' random initialisation, repeatable
