@@ -168,3 +168,20 @@ def test_results_table_marks_missing_figures():
     a = SFTResult(None, None, None, {"heldout_qa_accuracy": 0.5, "trainable_params": 1000}, None)
     text = results_table({"run": a}, keys=("heldout_qa_accuracy", "trainable_params", "cloze_after"))
     assert "0.500" in text and "1,000" in text and text.splitlines()[-1].split()[-1] == "-"
+
+
+def test_accumulation_normalises_by_loss_tokens_on_variable_length_rows(tok):
+    """1 x 8 and 8 x 1 give the same update although the rows hold different numbers of loss tokens."""
+    from kit.config import TrainConfig
+    from kit.train import train
+
+    rows = PackedChat.from_examples(chat_splits()["train"][:60], tok, seq_len=64)
+    n_loss = [int((rows[i]["labels"] != IGNORE).sum()) for i in range(8)]
+    assert len(set(n_loss)) > 1  # the rows really differ
+    weights = []
+    for bs, acc in ((8, 1), (1, 8)):
+        model = load("smoke", tokenizer=tok, seed=0)
+        train(model, rows, TrainConfig(max_steps=2, batch_size=bs, grad_accum=acc, seq_len=64, warmup_steps=1,
+                                       eval_every=0, lr=1e-3))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(weights[0], weights[1], atol=1e-5)
