@@ -23,7 +23,7 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
     from .train import ProgressBar
 
     profile = get_profile(args.profile)
-    base = base_model(profile, rebuild=args.rebuild, callbacks=[ProgressBar("pre-training")])
+    base = base_model(profile, rebuild=args.rebuild, resume=args.resume, callbacks=[ProgressBar("pre-training")])
     info = base.info
     keys = ("profile", "params", "vocab_size", "corpus_tokens", "train_tokens", "steps", "seconds",
             "train_seconds", "tokens_per_s", "train_loss", "val_loss", "fact_cloze_accuracy", "cached")
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pretrain", help="build (or load from the cache) the base model and probe it")
     p.add_argument("--profile", default=None, help="smoke | classroom | gpu (default: $KIT_PROFILE, else by device)")
     p.add_argument("--rebuild", action="store_true", help="pre-train again even if the cache has the model")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted build from its last checkpoint")
     p.set_defaults(fn=cmd_pretrain)
 
     p = sub.add_parser("sft", help="fine-tune the cached base model on the generated chat data and measure it")

@@ -120,18 +120,21 @@ class BaseModel:
 def base_entry(profile: Profile) -> Path:
     from .corpus import COUNTRIES_CSV
 
+    pretrain = to_dict(profile.pretrain)
+    pretrain.pop("checkpoint_every")  # how often a build saves does not change what it builds
     key = entry_key(to_dict(profile.model), to_dict(profile.tokenizer), to_dict(profile.corpus),
-                    to_dict(profile.pretrain), _sha256(COUNTRIES_CSV), DATA_VERSION)
+                    pretrain, _sha256(COUNTRIES_CSV), DATA_VERSION)
     return cache_root() / "base" / f"{profile.name}-{key}"
 
 
-def base_model(profile: Profile | str | None = None, *, rebuild: bool = False,
+def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, resume: bool = False,
                callbacks: Sequence = ()) -> BaseModel:
     """The pre-trained base model of a profile: loaded from the cache, or built (and cached) first.
 
     Args:
         profile: a Profile, a profile name, or None for the default (`KIT_PROFILE`).
         rebuild: build again even if a complete entry exists.
+        resume: a build continues from the newest checkpoint of an earlier, interrupted build.
         callbacks: passed to `train()` when a build happens (progress bars, live plots).
     """
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -141,7 +144,10 @@ def base_model(profile: Profile | str | None = None, *, rebuild: bool = False,
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     entry = base_entry(profile)
     if rebuild or not is_complete(entry):
-        result = pretrain(profile, callbacks=callbacks)
+        checkpoints = cache_root() / "checkpoints" / entry.name
+        if not resume:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        result = pretrain(profile, callbacks=callbacks, checkpoint_dir=checkpoints, resume=resume)
 
         def fill(tmp: Path) -> None:
             result.model.save_pretrained(tmp / "model")
@@ -149,6 +155,7 @@ def base_model(profile: Profile | str | None = None, *, rebuild: bool = False,
             (tmp / "info.json").write_text(json.dumps(result.info, indent=1))
 
         write_entry(entry, fill)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the finished entry replaces them
         return BaseModel(result.model, result.tokenizer, {**result.info, "cached": False}, entry)
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(entry / "model")

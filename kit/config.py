@@ -68,6 +68,7 @@ class TrainConfig:
     eval_every: int = 50            # steps between validation passes (0: only at the end)
     eval_batches: int = 4
     log_every: int = 10             # steps between loss read-outs (one host sync each)
+    checkpoint_every: int = 0       # steps between checkpoints when train() gets a checkpoint_dir (0: at the end)
     seed: int = 0
     device: str = "auto"            # "auto" | "cpu" | "cuda"
 
@@ -135,7 +136,7 @@ PROFILES: dict[str, Profile] = {
         tokenizer=TokenizerConfig(vocab_size=768),
         corpus=CorpusConfig(bios_per_country=2, qa_per_country=1, stories=60),
         pretrain=TrainConfig(max_steps=150, batch_size=8, seq_len=96, lr=5e-3, warmup_steps=10,
-                             eval_every=50, eval_batches=2, log_every=10),
+                             eval_every=50, eval_batches=2, log_every=10, checkpoint_every=50),
         sft=SFTConfig(epochs=2.0, per_fact=1, lr=3e-3, lora_lr=1e-2),
     ),
     "classroom": Profile(
@@ -145,8 +146,8 @@ PROFILES: dict[str, Profile] = {
                           intermediate_size=768, max_seq_len=256),
         tokenizer=TokenizerConfig(vocab_size=2048),
         corpus=CorpusConfig(bios_per_country=12, qa_per_country=4, stories=300),
-        pretrain=TrainConfig(max_steps=480, batch_size=16, seq_len=128, lr=3e-3,
-                             warmup_steps=40, eval_every=120, eval_batches=8, log_every=10),
+        pretrain=TrainConfig(max_steps=480, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=40,
+                             eval_every=120, eval_batches=8, log_every=10, checkpoint_every=120),
     ),
     "gpu": Profile(
         name="gpu",
@@ -155,8 +156,8 @@ PROFILES: dict[str, Profile] = {
                           intermediate_size=2048, max_seq_len=512),
         tokenizer=TokenizerConfig(vocab_size=8192),
         corpus=CorpusConfig(bios_per_country=24, qa_per_country=6, stories=6000),
-        pretrain=TrainConfig(max_steps=2000, batch_size=64, seq_len=256, lr=1e-3,
-                             warmup_steps=100, eval_every=250, eval_batches=16, log_every=25),
+        pretrain=TrainConfig(max_steps=2000, batch_size=64, seq_len=256, lr=1e-3, warmup_steps=100,
+                             eval_every=250, eval_batches=16, log_every=25, checkpoint_every=250),
         sft=SFTConfig(epochs=3.0, lr=2e-4, lora_lr=1e-3, batch_size=32, seq_len=256, log_every=10),
     ),
 }
@@ -216,6 +217,8 @@ def _problems_train(t: TrainConfig, prefix: str = "train") -> list[str]:
         out.append(f"{prefix}.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
     if t.warmup_steps < 0 or t.warmup_steps > t.max_steps:
         out.append(f"{prefix}.warmup_steps must be in [0, max_steps={t.max_steps}], got {t.warmup_steps}")
+    if t.checkpoint_every < 0:
+        out.append(f"{prefix}.checkpoint_every must be >= 0 (0 = only at the end), got {t.checkpoint_every}")
     if t.eval_every < 0:
         out.append(f"{prefix}.eval_every must be >= 0 (0 = only at the end), got {t.eval_every}")
     if t.device not in ("auto", "cpu", "cuda"):

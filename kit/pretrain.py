@@ -40,12 +40,17 @@ def corpus_rows(profile: Profile, tok=None):
     return tok, TokenRows(encode_documents(tok, corpus.train), seq), TokenRows(encode_documents(tok, corpus.val), seq)
 
 
-def pretrain(profile: Profile, callbacks: Sequence = ()) -> PretrainResult:
-    """Build the corpus, train the tokenizer, pre-train the profile's model, probe its facts."""
+def pretrain(profile: Profile, callbacks: Sequence = (), checkpoint_dir=None, resume: bool = False) -> PretrainResult:
+    """Build the corpus, train the tokenizer, pre-train the profile's model, probe its facts.
+
+    With `checkpoint_dir`, checkpoints are written every `profile.pretrain.checkpoint_every` steps;
+    `resume=True` continues a killed run from the newest one.
+    """
     t0 = time.perf_counter()
     tok, train_rows, val_rows = corpus_rows(profile)
     model = create(profile.model, len(tok), seed=profile.pretrain.seed, tokenizer=tok)
-    hist = train(model, train_rows, profile.pretrain, val_data=val_rows, callbacks=callbacks)
+    hist = train(model, train_rows, profile.pretrain, val_data=val_rows, callbacks=callbacks,
+                 checkpoint_dir=checkpoint_dir, resume=resume)
     cloze = fact_cloze(model, tok, load_world())
     info = {
         "profile": profile.name,

@@ -29,10 +29,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from . import checkpoint
 from .config import TrainConfig, validate
 
 IGNORE = -100  # label value that carries no loss
@@ -61,17 +63,21 @@ class TokenRows:
         return {"input_ids": x[:, :-1], "labels": x[:, 1:]}  # labels are already shifted
 
 
-def batches(data, batch_size: int, seed: int, start_epoch: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless micro-batches; each epoch is a new seeded permutation; the last partial batch is dropped."""
+def batches(data, batch_size: int, seed: int, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless micro-batches; each epoch is a new seeded permutation; the last partial batch is dropped.
+
+    `skip` micro-batches are jumped over without being built (a resumed run continues mid-epoch).
+    """
     if len(data) < batch_size:
         raise ValueError(f"the dataset has {len(data)} rows, fewer than batch_size={batch_size}: "
                          "lower batch_size or add data")
-    epoch = start_epoch
+    per_epoch = len(data) // batch_size
+    epoch, offset = divmod(skip, per_epoch)
     while True:
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-        for i in range(0, len(order) - batch_size + 1, batch_size):
-            yield data.collate([data[j] for j in order[i: i + batch_size]])
-        epoch += 1
+        for b in range(offset, per_epoch):
+            yield data.collate([data[j] for j in order[b * batch_size: (b + 1) * batch_size]])
+        epoch, offset = epoch + 1, 0
 
 
 # ----------------------------------------------------------------------------- objectives
@@ -160,7 +166,8 @@ def _emit(callbacks, name: str, payload) -> None:
 
 def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss, val_data=None,
           callbacks: Sequence = (), stop: threading.Event | None = None,
-          pause: threading.Event | None = None) -> History:
+          pause: threading.Event | None = None, checkpoint_dir: str | Path | None = None,
+          resume: bool = False) -> History:
     """Train `model` on `data` for `cfg.max_steps` optimizer steps; return the History.
 
     Args:
@@ -172,15 +179,36 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
         callbacks: objects with any of `on_step(dict)`, `on_eval(dict)`, `on_end(History)`.
         stop: a threading.Event; when set, the run ends before the next step (cooperative stop).
         pause: a threading.Event; while set, the run waits before the next step (stop still works).
+        checkpoint_dir: where to write checkpoints (every `cfg.checkpoint_every` steps, and when the
+            run ends or is stopped); `on_checkpoint({"step", "path"})` tells the callbacks.
+        resume: continue from the newest complete checkpoint in `checkpoint_dir`, mid-epoch included;
+            the result is bit-identical (on CPU) to a run that was never interrupted.
     """
     validate(cfg)
     device = pick_device(cfg.device)
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    stream = batches(data, cfg.batch_size, cfg.seed)
     hist, t0 = History(), time.perf_counter()
     running_loss, running_n = torch.zeros((), device=device), torch.zeros((), device=device)
+    start = 0
+    if resume and checkpoint_dir is not None and (last := checkpoint.latest(checkpoint_dir)) is not None:
+        meta = checkpoint.load(last, model, opt, sched)
+        start, hist = meta["step"], History(**meta["history"])
+        running_loss.fill_(meta["running"][0])
+        running_n.fill_(meta["running"][1])
+        t0 -= hist.seconds
+    stream = batches(data, cfg.batch_size, cfg.seed, skip=start * cfg.grad_accum)
+
+    def save_now(step: int) -> None:
+        if checkpoint_dir is None:
+            return
+        hist.seconds = time.perf_counter() - t0
+        path = checkpoint.save(checkpoint.step_folder(checkpoint_dir, step), model, opt, sched,
+                               {"step": step, "history": hist.to_dict(),
+                                "running": [running_loss.item(), running_n.item()]})
+        checkpoint.prune(checkpoint_dir, keep=2)
+        _emit(callbacks, "on_checkpoint", {"step": step, "path": str(path)})
 
     def validate_now(step: int) -> None:
         if val_data is not None:
@@ -188,8 +216,8 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
             hist.val_losses.append(evaluate_loss(model, val_data, cfg, objective))
             _emit(callbacks, "on_eval", {"step": step, "val_loss": hist.val_losses[-1]})
 
-    step = 0
-    for step in range(1, cfg.max_steps + 1):
+    step = start
+    for step in range(start + 1, cfg.max_steps + 1):
         while pause is not None and pause.is_set() and not (stop is not None and stop.is_set()):
             time.sleep(0.05)
         if stop is not None and stop.is_set():
@@ -224,9 +252,12 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
                                          "tokens_per_s": hist.tokens / max(elapsed, 1e-9)})
         if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.max_steps:
             validate_now(step)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != cfg.max_steps:
+            save_now(step)
 
     if step > 0 and (not hist.val_steps or hist.val_steps[-1] != step):
         validate_now(step)
+    save_now(step)
     hist.seconds = time.perf_counter() - t0
     model.eval()
     _emit(callbacks, "on_end", hist)

@@ -71,3 +71,31 @@ def test_info_is_plain_json(cache, tiny_profile):
     info = json.loads((base.path / "info.json").read_text())
     for key in ("params", "train_tokens", "seconds", "val_loss", "fact_cloze_accuracy"):
         assert key in info
+
+
+def test_interrupted_build_resumes_to_the_same_model(cache, tiny_profile, tmp_path, monkeypatch):
+    import torch
+
+    profile = tiny_profile.with_pretrain(checkpoint_every=2)
+
+    class Kill:
+        def on_step(self, ev):
+            if ev["step"] == 4:  # after the checkpoint at step 2, before the one at step 4
+                raise KeyboardInterrupt  # as if the kernel were interrupted
+
+    with pytest.raises(KeyboardInterrupt):
+        base_model(profile, callbacks=[Kill()])
+    assert not is_complete(base_entry(profile))
+    checkpoints = cache / "checkpoints" / base_entry(profile).name
+    assert [p.name for p in checkpoints.iterdir()] == ["step-000002"]
+    resumed = base_model(profile, resume=True)
+    assert resumed.info["history"]["steps"] == [2, 4, 6]
+    monkeypatch.setenv("KIT_CACHE", str(tmp_path / "clean"))
+    clean = base_model(profile)
+    for a, b in zip(resumed.model.parameters(), clean.model.parameters()):
+        assert torch.equal(a, b)
+    assert not checkpoints.exists()  # the finished entry replaced them
+
+
+def test_checkpoint_frequency_does_not_change_the_cache_key(tiny_profile):
+    assert base_entry(tiny_profile.with_pretrain(checkpoint_every=7)) == base_entry(tiny_profile)
