@@ -84,19 +84,23 @@ def write_entry(entry: Path, fill: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def tokenizer_for(profile: Profile | str | None = None):
-    """The profile's tokenizer: the cached base model's if built, else trained now (same result, < 1 s)."""
+def _load_tokenizer(folder: Path):
     from transformers import PreTrainedTokenizerFast
 
+    tok = PreTrainedTokenizerFast.from_pretrained(folder)
+    tok.padding_side = "left"  # as `kit.tokenizer.wrap` sets it: generation pads on the left
+    return tok
+
+
+def tokenizer_for(profile: Profile | str | None = None):
+    """The profile's tokenizer: the cached base model's if built, else trained now (same result, < 1 s)."""
     from .corpus import build_corpus
     from .tokenizer import train_tokenizer
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     entry = base_entry(profile)
     if is_complete(entry):
-        tok = PreTrainedTokenizerFast.from_pretrained(entry / "tokenizer")
-        tok.padding_side = "left"
-        return tok
+        return _load_tokenizer(entry / "tokenizer")
     return train_tokenizer(build_corpus(profile.corpus).train, profile.tokenizer.vocab_size)
 
 
@@ -137,7 +141,7 @@ def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, r
         resume: a build continues from the newest checkpoint of an earlier, interrupted build.
         callbacks: passed to `train()` when a build happens (progress bars, live plots).
     """
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM
 
     from .pretrain import pretrain
 
@@ -159,7 +163,6 @@ def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, r
         return BaseModel(result.model, result.tokenizer, {**result.info, "cached": False}, entry)
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(entry / "model")
-    tok = PreTrainedTokenizerFast.from_pretrained(entry / "tokenizer")
-    tok.padding_side = "left"
+    tok = _load_tokenizer(entry / "tokenizer")
     info = json.loads((entry / "info.json").read_text())
     return BaseModel(model, tok, {**info, "cached": True, "load_seconds": time.perf_counter() - t0}, entry)

@@ -78,13 +78,18 @@ def load(folder: Path, model, opt: torch.optim.Optimizer, sched) -> dict:
     return meta
 
 
-def latest(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint under `run_dir` (by step number), skipping broken ones with a warning."""
+def _newest_first(run_dir: Path) -> list[Path]:
+    """The `step-N` folders under `run_dir`, highest step first (sorted as numbers, not strings)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        return None
+        return []
     folders = [p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()]
-    for folder in sorted(folders, key=lambda p: int(p.name[5:]), reverse=True):  # numbers, not strings
+    return sorted(folders, key=lambda p: int(p.name[5:]), reverse=True)
+
+
+def latest(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint under `run_dir` (by step number), skipping broken ones with a warning."""
+    for folder in _newest_first(run_dir):
         if is_complete(folder):
             return folder
         warnings.warn(f"skipping incomplete checkpoint {folder}", stacklevel=2)
@@ -95,10 +100,8 @@ def prune(run_dir: Path, keep: int = 2) -> None:
     """Delete all but the `keep` newest complete checkpoints (and any incomplete older ones)."""
     import shutil
 
-    folders = sorted((p for p in Path(run_dir).iterdir() if p.is_dir() and p.name.startswith("step-")
-                      and p.name[5:].isdigit()), key=lambda p: int(p.name[5:]), reverse=True)
     kept = 0
-    for folder in folders:
+    for folder in _newest_first(run_dir):
         if kept < keep and is_complete(folder):
             kept += 1
         elif kept >= keep:

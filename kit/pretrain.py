@@ -32,10 +32,10 @@ class PretrainResult:
     info: dict
 
 
-def corpus_rows(profile: Profile, tok=None):
-    """The profile's corpus as train/validation TokenRows (training the tokenizer if none is given)."""
+def corpus_rows(profile: Profile):
+    """The profile's tokenizer (trained on its corpus), and the corpus as train/validation TokenRows."""
     corpus = build_corpus(profile.corpus, load_world())
-    tok = tok or train_tokenizer(corpus.train, profile.tokenizer.vocab_size)
+    tok = train_tokenizer(corpus.train, profile.tokenizer.vocab_size)
     seq = profile.pretrain.seq_len
     return tok, TokenRows(encode_documents(tok, corpus.train), seq), TokenRows(encode_documents(tok, corpus.val), seq)
 

@@ -31,7 +31,8 @@ from .corpus import build_corpus, chat_splits, load_world, qa_items, split_count
 from .data import sft_rows
 from .metrics import fact_cloze, perplexity, qa_eval
 from .models import add_lora, count_params
-from .train import IGNORE, History, train
+from .tokenizer import encode_documents
+from .train import IGNORE, History, TokenRows, train
 
 
 def labels_for(r: Rendered) -> list[int]:
@@ -124,13 +125,10 @@ class SFTResult:
     path: Path | None      # where the model (or the LoRA adapter) was saved
 
 
-def retained_knowledge(model, tok, profile: Profile) -> dict:
+def retained_knowledge(model, tok, val_rows: TokenRows, world) -> dict:
     """What pre-training taught, measured: perplexity on its validation text and the capital cloze."""
-    from .pretrain import corpus_rows
-
-    _, _, val_rows = corpus_rows(profile, tok)
     return {"ppl": perplexity(model, val_rows, max_rows=64)["perplexity"],
-            "cloze": fact_cloze(model, tok, load_world())["accuracy"]}
+            "cloze": fact_cloze(model, tok, world)["accuracy"]}
 
 
 def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples: list[dict] | None = None,
@@ -156,13 +154,15 @@ def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples:
     splits = chat_splits(world, cfg.per_fact, cfg.seed)  # train: the "qa" countries; eval: the held-out ones
     train_examples = examples if examples is not None else splits["train"]
     heldout = split_countries(world)["heldout"]
+    corpus = build_corpus(profile.corpus, world)  # pre-training text: for replay, and to measure forgetting
     replay = []
     if cfg.replay > 0:
-        docs = build_corpus(profile.corpus, world).train
-        replay = random.Random(cfg.seed).sample(docs, min(len(docs), round(cfg.replay * len(train_examples))))
+        n = min(len(corpus.train), round(cfg.replay * len(train_examples)))
+        replay = random.Random(cfg.seed).sample(corpus.train, n)
     rows = PackedChat.from_examples(train_examples, tok, cfg.seq_len, cfg.seed, replay_docs=replay)
     val_rows = PackedChat.from_examples(splits["eval"], tok, cfg.seq_len, cfg.seed)
-    before = retained_knowledge(model, tok, profile) if measure else {}
+    pretrain_val = TokenRows(encode_documents(tok, corpus.val), profile.pretrain.seq_len)
+    before = retained_knowledge(model, tok, pretrain_val, world) if measure else {}
     if cfg.lora:
         torch.manual_seed(cfg.seed)  # the adapters' random initialisation, repeatable
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
@@ -185,7 +185,7 @@ def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples:
     }
     if measure and not hist.stopped:  # a stopped run is saved at once, not measured
         qa = qa_eval(model, tok, qa_items(world, heldout))
-        after = retained_knowledge(model, tok, profile)
+        after = retained_knowledge(model, tok, pretrain_val, world)
         info.update(heldout_qa_accuracy=qa["accuracy"], heldout_qa_by_fact=qa["by_fact"], format_rate=qa["format_rate"],
                     qa_examples=qa["rows"][:12], ppl_before=before["ppl"], ppl_after=after["ppl"],
                     cloze_before=before["cloze"], cloze_after=after["cloze"])
