@@ -15,33 +15,36 @@ from .tokenizer import stop_token_ids
 
 
 @torch.no_grad()
+def _generate(model, tok, texts: list[str], batch_size: int, **settings) -> list[list[int]]:
+    """The new token ids generated after each text (left-padded batches; stops at an end token)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    stops = stop_token_ids(tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
+    out: list[list[int]] = []
+    for i in range(0, len(texts), batch_size):
+        enc = tok(texts[i: i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        gen = model.generate(**enc, eos_token_id=stops, pad_token_id=pad, **settings)
+        out += gen[:, enc["input_ids"].shape[1]:].tolist()  # (B, new tokens)
+    model.train(was_training)
+    return out
+
+
 def complete(model, tok, prompts: list[str], *, max_new_tokens: int = 12, temperature: float = 0.0,
              top_k: int = 0, seed: int | None = None, batch_size: int = 64) -> list[str]:
     """Continue each prompt; greedy when `temperature == 0`, else sampled (optionally top-k).
 
     Generation stops at the end-of-document or end-of-turn token, which is not returned.
     """
-    device = next(model.parameters()).device
     if seed is not None:
         torch.manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    out: list[str] = []
-    stops = stop_token_ids(tok)
-    for i in range(0, len(prompts), batch_size):
-        chunk = [(tok.bos_token or "") + p for p in prompts[i: i + batch_size]]
-        enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        sampling = temperature > 0
-        gen = model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=sampling,
-            temperature=temperature if sampling else None, top_k=(top_k or None) if sampling else None,
-            top_p=None, eos_token_id=stops,
-            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else stops[0],
-        )
-        new = gen[:, enc["input_ids"].shape[1]:]  # (B, new tokens)
-        out += tok.batch_decode(new, skip_special_tokens=True)
-    model.train(was_training)
-    return out
+    sampling = temperature > 0
+    rows = _generate(model, tok, [(tok.bos_token or "") + p for p in prompts], batch_size,
+                     max_new_tokens=max_new_tokens, do_sample=sampling,
+                     temperature=temperature if sampling else None,
+                     top_k=(top_k or None) if sampling else None, top_p=None)
+    return tok.batch_decode(rows, skip_special_tokens=True)
 
 
 @torch.no_grad()
@@ -55,29 +58,18 @@ def next_token_probs(model, tok, prompt: str, k: int = 10) -> list[tuple[str, fl
     return [(tok.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
 
 
-@torch.no_grad()
 def chat_replies(model, tok, conversations: list[list[dict]], *, max_new_tokens: int = 48,
                  batch_size: int = 64) -> list[tuple[str, bool]]:
     """Greedy assistant replies to each conversation: (text, ended) where `ended` means the model
     closed its turn with an end token within `max_new_tokens`."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     stops = stop_token_ids(tok)
+    texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
     out: list[tuple[str, bool]] = []
-    for i in range(0, len(conversations), batch_size):
-        texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-                 for c in conversations[i: i + batch_size]]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
-                             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else stops[0])
-        for row in gen[:, enc["input_ids"].shape[1]:]:  # (new tokens,)
-            ids = row.tolist()
-            ended = any(t in stops for t in ids)
-            if ended:
-                ids = ids[: min(ids.index(t) for t in stops if t in ids)]
-            out.append((tok.decode(ids, skip_special_tokens=True).strip(), ended))
-    model.train(was_training)
+    for ids in _generate(model, tok, texts, batch_size, max_new_tokens=max_new_tokens, do_sample=False):
+        ended = any(t in stops for t in ids)
+        if ended:
+            ids = ids[: min(ids.index(t) for t in stops if t in ids)]
+        out.append((tok.decode(ids, skip_special_tokens=True).strip(), ended))
     return out
 
 

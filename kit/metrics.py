@@ -44,17 +44,29 @@ def metric_info(description: str, inputs: str, **features: str) -> evaluate.Metr
                                features=datasets.Features({k: datasets.Value(v) for k, v in features.items()}))
 
 
-class FactCloze(evaluate.Metric):
-    """Exact match: the completion starts with the expected fact, and the word ends there."""
+class _FactMatch(evaluate.Metric):
+    """Accuracy of generated texts against expected facts under a match rule (`match`)."""
+
+    description = ""
+
+    @staticmethod
+    def match(prediction: str, reference: str) -> bool:
+        raise NotImplementedError
 
     def _info(self) -> evaluate.MetricInfo:
-        return metric_info("Share of completions that start with the reference, ending on a word boundary.",
-                           "predictions: generated continuations; references: expected facts.",
+        return metric_info(self.description, "predictions: generated texts; references: expected facts.",
                            predictions="string", references="string")
 
     def _compute(self, predictions, references):
-        correct = sum(matches(p, r) for p, r in zip(predictions, references))
+        correct = sum(self.match(p, r) for p, r in zip(predictions, references))
         return {"accuracy": correct / max(1, len(references)), "correct": correct, "total": len(references)}
+
+
+class FactCloze(_FactMatch):
+    """Exact match: the completion starts with the expected fact, and the word ends there."""
+
+    description = "Share of completions that start with the reference, ending on a word boundary."
+    match = staticmethod(matches)
 
 
 class Perplexity(evaluate.Metric):
@@ -75,17 +87,11 @@ def contains_fact(answer: str, fact: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(fact.strip())}(?!\w)", answer, flags=re.IGNORECASE) is not None
 
 
-class QAAccuracy(evaluate.Metric):
+class QAAccuracy(_FactMatch):
     """Share of answers that state the expected fact (as whole words, anywhere in the answer)."""
 
-    def _info(self) -> evaluate.MetricInfo:
-        return metric_info("Share of generated answers that contain the expected fact as whole words.",
-                           "predictions: generated answers; references: expected facts.",
-                           predictions="string", references="string")
-
-    def _compute(self, predictions, references):
-        correct = sum(contains_fact(p, r) for p, r in zip(predictions, references))
-        return {"accuracy": correct / max(1, len(references)), "correct": correct, "total": len(references)}
+    description = "Share of generated answers that contain the expected fact as whole words."
+    match = staticmethod(contains_fact)
 
 
 class FormatRate(evaluate.Metric):
