@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Profile, get_profile, to_dict
+from .config import RUNTIME_FIELDS, Profile, get_profile, to_dict
 
 DATA_VERSION = 2  # bump when corpus/tokenizer code changes what a given config produces
 
@@ -124,8 +124,7 @@ class BaseModel:
 def base_entry(profile: Profile) -> Path:
     from .corpus import COUNTRIES_CSV
 
-    pretrain = to_dict(profile.pretrain)
-    pretrain.pop("checkpoint_every")  # how often a build saves does not change what it builds
+    pretrain = {k: v for k, v in to_dict(profile.pretrain).items() if k not in RUNTIME_FIELDS}
     key = entry_key(to_dict(profile.model), to_dict(profile.tokenizer), to_dict(profile.corpus),
                     pretrain, _sha256(COUNTRIES_CSV), DATA_VERSION)
     return cache_root() / "base" / f"{profile.name}-{key}"

@@ -71,6 +71,17 @@ class TrainConfig:
     checkpoint_every: int = 0       # steps between checkpoints when train() gets a checkpoint_dir (0: at the end)
     seed: int = 0
     device: str = "auto"            # "auto" | "cpu" | "cuda"
+    # how the run executes (none of these changes what a healthy run computes; see kit/train.py)
+    nonfinite: str = "stop"         # NaN/inf loss or gradient: "stop" (keep the last good checkpoint) | "skip" the step
+    compile: bool = False           # torch.compile the model (pays off on CUDA after a warm-up)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, slower steps
+    tf32: bool = True               # CUDA: TF32 matmuls for the fp32 parts
+    cpu_threads: int = 0            # CPU: 0 = torch's default (physical cores), shared among torchrun ranks
+    distributed: str = "ddp"        # under torchrun: "ddp" (replicas) | "fsdp" (sharded; no checkpoints)
+
+
+RUNTIME_FIELDS = ("checkpoint_every", "nonfinite", "compile", "gradient_checkpointing", "tf32", "cpu_threads",
+                  "distributed")  # left out of cache keys: they change how a run executes, not its result
 
 
 @dataclass(frozen=True)
@@ -223,6 +234,12 @@ def _problems_train(t: TrainConfig, prefix: str = "train") -> list[str]:
         out.append(f"{prefix}.eval_every must be >= 0 (0 = only at the end), got {t.eval_every}")
     if t.device not in ("auto", "cpu", "cuda"):
         out.append(f"{prefix}.device must be 'auto', 'cpu' or 'cuda', got {t.device!r}")
+    if t.nonfinite not in ("stop", "skip"):
+        out.append(f"{prefix}.nonfinite must be 'stop' or 'skip', got {t.nonfinite!r}")
+    if t.distributed not in ("ddp", "fsdp"):
+        out.append(f"{prefix}.distributed must be 'ddp' or 'fsdp', got {t.distributed!r}")
+    if t.cpu_threads < 0:
+        out.append(f"{prefix}.cpu_threads must be >= 0 (0 = torch's default), got {t.cpu_threads}")
     return out
 
 

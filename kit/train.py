@@ -1,14 +1,17 @@
-"""The training loop: one function, `train()`, used for pre-training and (later) fine-tuning.
+"""The training loop: one function, `train()`, used for pre-training, fine-tuning and DPO.
 
 What the loop does, step by step:
   1. draw `grad_accum` micro-batches from the data (reshuffled, seeded, every epoch);
-  2. count the loss tokens of all of them, so every token weighs the same whatever the split
-     into micro-batches (1 x 8 and 8 x 1 give the same update);
-  3. forward + backward each micro-batch with loss = (sum of token losses) / (all loss tokens);
+  2. count the loss units of all of them (tokens; pairs for DPO: `data.count(batch)`), so every
+     unit weighs the same whatever the split into micro-batches (1 x 8 and 8 x 1 give one update);
+  3. forward + backward each micro-batch with loss = (sum of unit losses) / (all units of the step);
   4. clip the gradient norm, step AdamW and the warmup + cosine learning-rate schedule;
   5. every `log_every` steps read the loss (one host sync), every `eval_every` steps measure the
-     validation loss, and tell the callbacks.
-An objective is a function `objective(model, batch) -> (sum of token losses, n loss tokens)`.
+     validation loss, every `checkpoint_every` steps save, and tell the callbacks.
+Around it, small guards: a NaN/inf loss or gradient stops the run (or skips the step), keeping the
+last good checkpoint; an out-of-memory error halves the micro-batch and doubles the accumulation.
+Under torchrun the same function runs data-parallel (see `kit/distributed.py`).
+An objective is a function `objective(model, batch) -> (sum of unit losses, n units)`.
 
 Example:
     >>> import torch
@@ -26,6 +29,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -34,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .config import TrainConfig, validate
 
 IGNORE = -100  # label value that carries no loss
@@ -107,6 +111,8 @@ class History:
     tokens: int = 0
     seconds: float = 0.0
     stopped: bool = False
+    skipped: int = 0                                  # non-finite steps skipped (nonfinite="skip")
+    notes: list[str] = field(default_factory=list)   # what the guards did (out-of-memory back-off, skips)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -164,6 +170,19 @@ def _emit(callbacks, name: str, payload) -> None:
             fn(payload)
 
 
+class NonFiniteError(FloatingPointError):
+    """The loss or the gradient became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+def _nonfinite_message(step: int, checkpoint_dir) -> str:
+    last = checkpoint.latest(checkpoint_dir) if checkpoint_dir is not None else None
+    kept = (f"the last good checkpoint is {last} (resume=True continues from it)" if last is not None
+            else "no checkpoint was written (pass checkpoint_dir= to keep one)")
+    return (f"the loss or the gradient is not finite (NaN or inf) at step {step}: the run stopped and "
+            f"{kept}. Usual causes: a learning rate too high, a broken batch, or an overflow; lower "
+            "TrainConfig.lr, check the data, or set TrainConfig(nonfinite='skip') to skip such steps")
+
+
 def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss, val_data=None,
           callbacks: Sequence = (), stop: threading.Event | None = None,
           pause: threading.Event | None = None, checkpoint_dir: str | Path | None = None,
@@ -176,45 +195,89 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
         cfg: the TrainConfig (validated here; every problem is listed at once).
         objective: `objective(model, batch) -> (loss summed over tokens, n loss tokens)`.
         val_data: optional rows for the validation loss every `cfg.eval_every` steps and at the end.
-        callbacks: objects with any of `on_step(dict)`, `on_eval(dict)`, `on_end(History)`.
+        callbacks: objects with any of `on_step(dict)`, `on_eval(dict)`, `on_checkpoint(dict)`,
+            `on_message(dict)`, `on_end(History)`; under torchrun only rank 0 calls them.
         stop: a threading.Event; when set, the run ends before the next step (cooperative stop).
         pause: a threading.Event; while set, the run waits before the next step (stop still works).
         checkpoint_dir: where to write checkpoints (every `cfg.checkpoint_every` steps, and when the
             run ends or is stopped); `on_checkpoint({"step", "path"})` tells the callbacks.
         resume: continue from the newest complete checkpoint in `checkpoint_dir`, mid-epoch included;
             the result is bit-identical (on CPU) to a run that was never interrupted.
+
+    Raises:
+        NonFiniteError: a NaN/inf loss or gradient with `cfg.nonfinite == "stop"` (checked before the
+            optimizer step on CPU; on CUDA at every log step and before every checkpoint, so no
+            checkpoint with broken weights is ever written).
     """
     validate(cfg)
-    device = pick_device(cfg.device)
+    ranks, device = distributed.setup(pick_device(cfg.device), cfg.batch_size)
+    if ranks.world > 1 and cfg.distributed == "fsdp" and checkpoint_dir is not None:
+        raise ValueError("checkpoints are not written under FSDP (sharded weights): drop checkpoint_dir "
+                         "or use TrainConfig(distributed='ddp')")
+    distributed.device_settings(device, cfg.cpu_threads, cfg.tf32)
     model.to(device).train()
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})  # transformers 5 name
+    if cfg.compile:
+        model.compile()  # in place: parameter names (and checkpoints) stay the same
+    net = distributed.wrap(model, ranks, device, cfg.distributed)  # `model` itself with one process
+    callbacks = callbacks if ranks.main else ()
     opt = make_optimizer(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     hist, t0 = History(), time.perf_counter()
     running_loss, running_n = torch.zeros((), device=device), torch.zeros((), device=device)
-    start = 0
+    broken = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite step not yet reported (CUDA)
+    start, split = 0, 1  # split: parts each micro-batch is cut into after an out-of-memory error
     if resume and checkpoint_dir is not None and (last := checkpoint.latest(checkpoint_dir)) is not None:
         meta = checkpoint.load(last, model, opt, sched)
         start, hist = meta["step"], History(**meta["history"])
-        running_loss.fill_(meta["running"][0])
-        running_n.fill_(meta["running"][1])
+        if ranks.main:  # the saved running sums are global: one rank holds them
+            running_loss.fill_(meta["running"][0])
+            running_n.fill_(meta["running"][1])
         t0 -= hist.seconds
     stream = batches(data, cfg.batch_size, cfg.seed, skip=start * cfg.grad_accum)
+    count = getattr(data, "count", None) or (lambda b: int((b["labels"] != IGNORE).sum()))  # loss units
+    check_each_step = device.type == "cpu" or cfg.nonfinite == "skip"  # on CUDA a check is a host sync
 
     def save_now(step: int) -> None:
         if checkpoint_dir is None:
             return
+        if broken.item():
+            raise NonFiniteError(_nonfinite_message(step, checkpoint_dir))
         hist.seconds = time.perf_counter() - t0
-        path = checkpoint.save(checkpoint.step_folder(checkpoint_dir, step), model, opt, sched,
-                               {"step": step, "history": hist.to_dict(),
-                                "running": [running_loss.item(), running_n.item()]})
-        checkpoint.prune(checkpoint_dir, keep=2)
-        _emit(callbacks, "on_checkpoint", {"step": step, "path": str(path)})
+        running = torch.stack([running_loss, running_n])
+        distributed.all_sum(running)
+        if ranks.main:
+            path = checkpoint.save(checkpoint.step_folder(checkpoint_dir, step), model, opt, sched,
+                                   {"step": step, "history": hist.to_dict(), "running": running.tolist()})
+            checkpoint.prune(checkpoint_dir, keep=2)
+            _emit(callbacks, "on_checkpoint", {"step": step, "path": str(path)})
+        distributed.barrier()
 
     def validate_now(step: int) -> None:
         if val_data is not None:
             hist.val_steps.append(step)
             hist.val_losses.append(evaluate_loss(model, val_data, cfg, objective))
             _emit(callbacks, "on_eval", {"step": step, "val_loss": hist.val_losses[-1]})
+
+    def note(step: int, text: str) -> None:
+        hist.notes.append(f"step {step}: {text}")
+        warnings.warn(text, stacklevel=3)
+        _emit(callbacks, "on_message", {"step": step, "text": text})
+
+    def forward_backward(micro: list[dict], n_loss_tokens: int) -> torch.Tensor:
+        """Forward + backward every (part of a) micro-batch; return the summed loss of the step."""
+        step_loss = torch.zeros((), device=device)
+        parts = [{k: v.to(device, non_blocking=True) for k, v in p.items()}
+                 for b in micro for p in _split(distributed.shard(b, ranks), split)]
+        for i, b in enumerate(parts):
+            sync = i == len(parts) - 1 or ranks.world == 1 or cfg.distributed == "fsdp"
+            with _autocast(device), (nullcontext() if sync else net.no_sync()):  # DDP: all-reduce once a step
+                loss_sum, _ = objective(net, b)
+                # DDP averages gradients over ranks: x world, so the update is the one-process update
+                (loss_sum * ranks.world / max(1, n_loss_tokens)).backward()
+            step_loss += loss_sum.detach().float()
+        return step_loss
 
     step = start
     for step in range(start + 1, cfg.max_steps + 1):
@@ -224,23 +287,46 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
             hist.stopped, step = True, step - 1
             break
         micro = [next(stream) for _ in range(cfg.grad_accum)]
-        n_loss_tokens = sum(int((b["labels"] != IGNORE).sum()) for b in micro)  # on CPU: no GPU sync
-        for b in micro:
-            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
-            with _autocast(device):
-                loss_sum, n = objective(model, b)
-            (loss_sum / max(1, n_loss_tokens)).backward()
-            running_loss += loss_sum.detach().float()
-            running_n += n
-            hist.tokens += b["input_ids"].numel()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        n_loss_tokens = sum(count(b) for b in micro)  # on CPU tensors: no GPU sync
+        while True:
+            try:
+                step_loss = forward_backward(micro, n_loss_tokens)
+                break
+            except torch.OutOfMemoryError:
+                opt.zero_grad(set_to_none=True)
+                if ranks.world > 1 or split >= cfg.batch_size:
+                    raise
+                split *= 2
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                note(step, f"out of memory: micro-batch halved to {math.ceil(cfg.batch_size / split)} rows and "
+                           f"accumulation doubled to {cfg.grad_accum * split} (same effective batch); "
+                           f"set TrainConfig(batch_size={max(1, cfg.batch_size // split)}, "
+                           f"grad_accum={cfg.grad_accum * split}) to start there next time")
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm  # FSDP: a sharded norm
+        finite = torch.isfinite(step_loss) & torch.isfinite(gnorm)
+        if check_each_step and not finite.item():
+            if cfg.nonfinite == "stop":
+                raise NonFiniteError(_nonfinite_message(step, checkpoint_dir))
+            hist.skipped += 1
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            note(step, f"non-finite loss or gradient: step skipped ({hist.skipped} so far)")
+            continue
+        broken |= ~finite
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        running_loss += step_loss
+        running_n += n_loss_tokens / ranks.world  # summed over the ranks at log time
+        hist.tokens += sum(b["input_ids"].numel() for b in micro)
 
         if step % cfg.log_every == 0 or step == cfg.max_steps:
-            loss = (running_loss / running_n.clamp(min=1)).item()  # the one host sync per log interval
+            distributed.all_sum(running_loss, running_n)
+            if broken.item():  # the one host sync per log interval, with the loss read-out
+                raise NonFiniteError(_nonfinite_message(step, checkpoint_dir))
+            loss = (running_loss / running_n.clamp(min=1)).item()
             running_loss.zero_()
             running_n.zero_()
             elapsed = time.perf_counter() - t0
@@ -249,7 +335,8 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
             hist.lrs.append(sched.get_last_lr()[0])
             _emit(callbacks, "on_step", {"step": step, "max_steps": cfg.max_steps, "loss": loss,
                                          "lr": hist.lrs[-1], "tokens": hist.tokens, "elapsed": elapsed,
-                                         "tokens_per_s": hist.tokens / max(elapsed, 1e-9)})
+                                         "tokens_per_s": hist.tokens / max(elapsed, 1e-9),
+                                         "skipped": hist.skipped})
         if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.max_steps:
             validate_now(step)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != cfg.max_steps:
@@ -262,6 +349,14 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
     model.eval()
     _emit(callbacks, "on_end", hist)
     return hist
+
+
+def _split(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
+    """Cut a micro-batch into `parts` smaller ones along the rows (after an out-of-memory error)."""
+    if parts == 1:
+        return [batch]
+    n = next(iter(batch.values())).shape[0]
+    return [{k: v[i: i + math.ceil(n / parts)] for k, v in batch.items()} for i in range(0, n, math.ceil(n / parts))]
 
 
 class ProgressBar:

@@ -95,3 +95,15 @@ def test_bad_config_is_refused_before_training():
     model = create(TINY, vocab_size=16, seed=0)
     with pytest.raises(ConfigError, match="2 problems"):
         train(model, pattern_rows(), TrainConfig(max_steps=0, warmup_steps=0, lr=0.0))
+
+
+def test_gradient_checkpointing_recomputes_but_gives_the_same_update():
+    rows = pattern_rows()
+    out = []
+    for ckpt in (False, True):
+        model = create(TINY, vocab_size=16, seed=0)
+        train(model, rows, TrainConfig(max_steps=3, batch_size=4, seq_len=16, warmup_steps=1, eval_every=0,
+                                       gradient_checkpointing=ckpt))
+        out.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        assert model.is_activation_checkpointing == ckpt
+    assert torch.allclose(out[0], out[1], atol=1e-6)
