@@ -1,6 +1,6 @@
 """Headless entry points: `python -m kit <command> [--profile P]` (instructors, CI, benchmarks).
 
-`pretrain` and `sft` print progress, then as their last line one JSON object with the figures;
+`pretrain`, `sft`, `safety` and `sweep` print progress, then as their last line one JSON object with the figures;
 `data validate` prints its report (or, with --json, a JSON list) and exits 1 when there are errors.
 
 Example:
@@ -56,6 +56,40 @@ def cmd_sft(args: argparse.Namespace) -> dict:
     return {**{k: info[k] for k in keys}, "seconds": round(time.perf_counter() - t0, 2), "path": str(result.path)}
 
 
+def cmd_safety(args: argparse.Namespace) -> dict:
+    from .config import get_profile
+    from .safety_run import STAGES, run_safety, summary_table, to_json
+
+    profile = get_profile(args.profile)
+    out = run_safety(profile, redteam_path=args.redteam, log=lambda m: print(m, file=sys.stderr))
+    print(summary_table(out), file=sys.stderr)
+    keys = ("refusal_rate", "over_refusal_rate", "heldout_qa_accuracy", "refusal_rate_classifier",
+            "over_refusal_rate_classifier", "eval_unseen_refusal_rate", "eval_unseen_over_refusal_rate")
+    res = to_json(out)
+    for st in STAGES:
+        res[st] = {k: res[st][k] for k in keys + tuple(k for k in res[st] if k.startswith("redteam_"))}
+    return res
+
+
+def cmd_sweep(args: argparse.Namespace) -> dict:
+    from .config import get_profile
+    from .iterate import best_run, sft_run_fn
+    from .runs import compare_table, grid, parse_grid, random_search, sweep
+
+    profile = get_profile(args.profile)
+    spec = parse_grid(args.grid)
+    points = random_search(spec, args.random, seed=0) if args.random else grid(spec)
+    runs = sweep(points, sft_run_fn(profile), name=args.name, root=args.root)
+    print(compare_table(runs, keys=("heldout_qa_accuracy", "format_rate", "cloze_after", "train_seconds")),
+          file=sys.stderr)
+    best = best_run(runs)
+    return {"profile": profile.name, "grid": spec,
+            "runs": [{"name": r["name"], "status": r["status"], "params": {k: r["config"].get(k) for k in spec},
+                      "results": r["results"], "folder": r["folder"]} for r in runs],
+            "best": best["name"], "best_params": {k: best["config"].get(k) for k in spec},
+            "best_heldout_qa_accuracy": best["results"]["heldout_qa_accuracy"]}
+
+
 def cmd_data_validate(args: argparse.Namespace) -> int:
     from .artifacts import tokenizer_for
     from .data import load_jsonl, validate_file
@@ -81,6 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lora", action="store_true", help="train LoRA adapters instead of every weight")
     p.add_argument("--epochs", type=float, default=None, help="override the profile's number of epochs")
     p.set_defaults(fn=cmd_sft)
+
+    p = sub.add_parser("safety", help="measure refusals, fix with safety SFT, DPO and a guard, measure again")
+    p.add_argument("--profile", default=None, help="smoke | classroom | gpu (default: $KIT_PROFILE, else by device)")
+    p.add_argument("--redteam", default=None,
+                   help="a red-team JSONL file (notebook 04's widget) to evaluate and train on")
+    p.set_defaults(fn=cmd_safety)
+
+    p = sub.add_parser("sweep", help="fine-tune once per point of a grid, resumably, and compare the runs")
+    p.add_argument("--profile", default=None, help="smoke | classroom | gpu (default: $KIT_PROFILE, else by device)")
+    p.add_argument("--grid", required=True, help="e.g. 'lr=1e-4,3e-4;lora_r=4,16' (SFTConfig fields)")
+    p.add_argument("--random", type=int, default=0, help="sample this many points of the grid instead of all")
+    p.add_argument("--name", default="sweep", help="run names start with this (same name: finished runs are kept)")
+    p.add_argument("--root", default=None, help="runs folder (default: the cache's runs/)")
+    p.set_defaults(fn=cmd_sweep)
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     v = data.add_parser("validate", help="check a chat JSONL file; exit 1 if it has errors")

@@ -165,3 +165,34 @@ def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, r
     tok = _load_tokenizer(entry / "tokenizer")
     info = json.loads((entry / "info.json").read_text())
     return BaseModel(model, tok, {**info, "cached": True, "load_seconds": time.perf_counter() - t0}, entry)
+
+
+# ----------------------------------------------------------------------------- the fine-tuned (SFT) model
+def sft_model(profile: Profile | str | None = None, *, rebuild: bool = False, callbacks: Sequence = ()) -> BaseModel:
+    """Notebook 03's fine-tuned model (the profile's `sft` settings; LoRA merged): cached like the base model.
+
+    `info` holds `finetune()`'s measurements (held-out QA accuracy, format rate, ...).
+    """
+    from transformers import AutoModelForCausalLM
+
+    from .models import merge_lora
+    from .sft import finetune
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    base = base_model(profile)
+    entry = cache_root() / "sft" / f"{profile.name}-{entry_key(base.path.name, to_dict(profile.sft), DATA_VERSION)}"
+    if rebuild or not is_complete(entry):
+        result = finetune(profile, base=base, callbacks=callbacks)
+        model = merge_lora(result.model)
+        info = {k: v for k, v in result.info.items() if k not in ("history", "qa_examples")}
+
+        def fill(tmp: Path) -> None:
+            model.save_pretrained(tmp / "model")
+            result.tokenizer.save_pretrained(tmp / "tokenizer")
+            (tmp / "info.json").write_text(json.dumps(info, indent=1, default=str))
+
+        write_entry(entry, fill)
+        return BaseModel(model, result.tokenizer, {**info, "cached": False}, entry)
+    model = AutoModelForCausalLM.from_pretrained(entry / "model")
+    info = json.loads((entry / "info.json").read_text())
+    return BaseModel(model, _load_tokenizer(entry / "tokenizer"), {**info, "cached": True}, entry)

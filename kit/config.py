@@ -118,6 +118,25 @@ class SFTConfig:
 
 
 @dataclass(frozen=True)
+class SafetyConfig:
+    """Notebook 04: the safety data mix, preference tuning (DPO) and the guard classifier."""
+
+    n_per_template: int = 6          # distinct prompts drawn per training template
+    mix: float = 0.5                 # safety SFT: safety examples per chat example
+    dpo_beta: float = 0.1            # how far DPO may move from the reference model
+    dpo_lr: float = 1e-3             # DPO trains a LoRA adapter
+    dpo_epochs: float = 1.0
+    dpo_lora_r: int = 16
+    dpo_sft_weight: float = 1.0      # SFT anchor on the chosen reply (0 = plain DPO)
+    pairs_per_template: int = 3      # DPO: preference pairs drawn per training template
+    guard_lr: float = 1e-3           # the guard: the base model with a 3-way head, fully fine-tuned
+    guard_epochs: float = 4.0
+    batch_size: int = 16
+    max_new_tokens: int = 32         # replies to safety prompts (a refusal shows in the first words)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything one setting of the course needs, from tokenizer to training budget."""
 
@@ -128,6 +147,7 @@ class Profile:
     pretrain: TrainConfig
     sft: SFTConfig = SFTConfig()
     description: str = ""
+    safety: SafetyConfig = SafetyConfig()
 
     def with_pretrain(self, **changes) -> Profile:
         """A copy with some pre-training settings changed, e.g. `profile.with_pretrain(max_steps=100)`."""
@@ -136,6 +156,10 @@ class Profile:
     def with_sft(self, **changes) -> Profile:
         """A copy with some fine-tuning settings changed, e.g. `profile.with_sft(lora=True, epochs=2)`."""
         return dataclasses.replace(self, sft=dataclasses.replace(self.sft, **changes))
+
+    def with_safety(self, **changes) -> Profile:
+        """A copy with some safety settings changed, e.g. `profile.with_safety(mix=0.5)`."""
+        return dataclasses.replace(self, safety=dataclasses.replace(self.safety, **changes))
 
 
 PROFILES: dict[str, Profile] = {
@@ -149,6 +173,7 @@ PROFILES: dict[str, Profile] = {
         pretrain=TrainConfig(max_steps=150, batch_size=8, seq_len=96, lr=5e-3, warmup_steps=10,
                              eval_every=50, eval_batches=2, log_every=10, checkpoint_every=50),
         sft=SFTConfig(epochs=2.0, per_fact=1, lr=3e-3, lora_lr=1e-2),
+        safety=SafetyConfig(n_per_template=2, guard_epochs=2.0, dpo_epochs=0.5, max_new_tokens=16),
     ),
     "classroom": Profile(
         name="classroom",
@@ -279,6 +304,15 @@ def validate(obj: Profile | ModelConfig | TrainConfig) -> None:
             problems.append(f"pretrain.seq_len ({obj.pretrain.seq_len}) exceeds "
                             f"model.max_seq_len ({obj.model.max_seq_len})")
         problems += _problems_sft(obj.sft, obj.model)
+        for f in ("n_per_template", "pairs_per_template", "dpo_beta", "dpo_lr", "dpo_epochs", "dpo_lora_r", "guard_lr",
+                  "guard_epochs",
+                  "batch_size", "max_new_tokens"):
+            if not getattr(obj.safety, f) > 0:
+                problems.append(f"safety.{f} must be positive, got {getattr(obj.safety, f)}")
+        if obj.safety.dpo_sft_weight < 0:
+            problems.append(f"safety.dpo_sft_weight must be >= 0, got {obj.safety.dpo_sft_weight}")
+        if obj.safety.mix < 0:
+            problems.append(f"safety.mix must be >= 0, got {obj.safety.mix}")
         if not 0 < obj.corpus.val_fraction < 0.5:
             problems.append(f"corpus.val_fraction must be in (0, 0.5), got {obj.corpus.val_fraction}")
     elif isinstance(obj, ModelConfig):

@@ -161,6 +161,7 @@ def clean(example: dict) -> dict:
 def write_jsonl(path: str | Path, examples: list[dict]) -> None:
     """Write examples as JSONL atomically: a temporary file, then a rename (a crash leaves the old file)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:

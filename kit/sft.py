@@ -133,7 +133,7 @@ def retained_knowledge(model, tok, val_rows: TokenRows, world) -> dict:
 
 def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples: list[dict] | None = None,
              callbacks: Sequence = (), stop=None, pause=None, out_dir: str | Path | None = None,
-             measure: bool = True) -> SFTResult:
+             measure: bool = True, run=None) -> SFTResult:
     """Fine-tune the profile's base model on chat examples and measure before and after.
 
     Args:
@@ -144,7 +144,26 @@ def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples:
         callbacks, stop, pause: passed to `train()`.
         out_dir: where to save the model (LoRA: only the adapter); default: no save.
         measure: compute held-out QA, format rate, perplexity and cloze before/after.
+        run: a `kit.runs.Run` that records this run (a sweep passes its own); by default a new run
+            folder `sft-<profile>-<full|lora>-<time>` under the cache's `runs/`, marked crashed on error.
     """
+    from .runs import Run, auto_name
+
+    own = run is None
+    cfg_name = "lora" if (profile.sft.lora if lora is None else lora) else "full"
+    run = run if run is not None else Run(auto_name(f"sft-{profile.name}-{cfg_name}"))
+    try:
+        result = _finetune(profile, lora, base, examples, [*callbacks, run], stop, pause, out_dir, measure, run)
+    except BaseException as e:
+        if own:
+            run.finish("crashed", f"{type(e).__name__}: {e}")
+        raise
+    if own:
+        run.finish()
+    return result
+
+
+def _finetune(profile, lora, base, examples, callbacks, stop, pause, out_dir, measure, run) -> SFTResult:
     from .artifacts import base_model
 
     cfg = profile.sft if lora is None else dataclasses.replace(profile.sft, lora=lora)
@@ -154,6 +173,8 @@ def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples:
     splits = chat_splits(world, cfg.per_fact, cfg.seed)  # train: the "qa" countries; eval: the held-out ones
     train_examples = examples if examples is not None else splits["train"]
     heldout = split_countries(world)["heldout"]
+    run.log(config={"profile": profile.name, **{f"sft.{k}": v for k, v in dataclasses.asdict(cfg).items()}},
+            datasets={"train": train_examples, "eval": splits["eval"]})
     corpus = build_corpus(profile.corpus, world)  # pre-training text: for replay, and to measure forgetting
     replay = []
     if cfg.replay > 0:
@@ -196,6 +217,10 @@ def finetune(profile: Profile, *, lora: bool | None = None, base=None, examples:
         model.save_pretrained(path / "model")
         tok.save_pretrained(path / "model")
         (path / "info.json").write_text(json.dumps(info, indent=1, default=str))
+        run.info["checkpoint"] = str(path / "model")
+    run.log_results({k: v for k, v in info.items() if k not in ("history", "config", "qa_examples")})
+    if "qa_examples" in info:
+        run.log_samples(info["qa_examples"])
     return SFTResult(model, tok, hist, info, path)
 
 

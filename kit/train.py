@@ -113,6 +113,7 @@ class History:
     stopped: bool = False
     skipped: int = 0                                  # non-finite steps skipped (nonfinite="skip")
     notes: list[str] = field(default_factory=list)   # what the guards did (out-of-memory back-off, skips)
+    metrics: list[dict] = field(default_factory=list)  # the objective's own figures per log step (e.g. DPO rewards)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -333,10 +334,13 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
             hist.steps.append(step)
             hist.losses.append(loss)
             hist.lrs.append(sched.get_last_lr()[0])
+            extra = objective.log_metrics() if hasattr(objective, "log_metrics") else {}
+            if extra:
+                hist.metrics.append({"step": step, **extra})
             _emit(callbacks, "on_step", {"step": step, "max_steps": cfg.max_steps, "loss": loss,
                                          "lr": hist.lrs[-1], "tokens": hist.tokens, "elapsed": elapsed,
                                          "tokens_per_s": hist.tokens / max(elapsed, 1e-9),
-                                         "skipped": hist.skipped})
+                                         "skipped": hist.skipped, **extra})
         if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.max_steps:
             validate_now(step)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != cfg.max_steps:

@@ -1,0 +1,395 @@
+"""Runs: record each training run in a folder, compare runs, sweep settings, write a report.
+
+A run is a folder `<root>/<name>/` (root: `cache_root() / "runs"` unless given): `run.json` (status
+"running" | "finished" | "stopped" | "crashed", error, config, data fingerprints, versions, times, checkpoint,
+results; rewritten atomically), `metrics.jsonl` (one line per training read-out or validation pass, appended
+at once), `samples.json` (prompts, the run's answers). A killed process leaves its run "running"."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import html as _html
+import importlib.metadata
+import itertools
+import json
+import os
+import random
+import re
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from .artifacts import cache_root
+from .chat import check_preference
+
+
+def runs_root(root: str | Path | None = None) -> Path:
+    return Path(root) if root is not None else cache_root() / "runs"
+
+
+def auto_name(prefix: str) -> str:
+    """A new, sortable run name: `<prefix>-<date>-<time>-<microseconds>`."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 10**6:06d}"
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+        os.replace(tmp, path)  # atomic: a crash leaves the old file whole
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fingerprint(rows) -> dict:
+    """SHA-256 over the canonical JSON of each row (sorted keys; the kit's `_` bookkeeping keys left out)."""
+    h, rows = hashlib.sha256(), list(rows)
+    for row in rows:
+        row = {k: v for k, v in row.items() if not str(k).startswith("_")} if isinstance(row, dict) else row
+        h.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode() + b"\n")
+    return {"sha256": h.hexdigest(), "rows": len(rows)}
+
+
+def _versions() -> dict:
+    out = {}
+    for key, dist in (("kit", "fine-tuning-kit"), ("torch", "torch"), ("transformers", "transformers")):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[key] = importlib.metadata.version(dist)
+    return out
+
+
+# ----------------------------------------------------------------------------- recording one run
+def hopeless(ev: dict, first: float, after: float = 0.3, ratio: float = 0.97) -> str | None:
+    """The early-stop rule for a training read-out `ev` of `train()` after the first one: once `after` (30%) of the
+    steps are done, stop if the loss is not below `ratio` (97%) of the `first` read-out; stop at once on a NaN or
+    infinite loss. Returns the reason to stop, or None.
+
+    >>> hopeless({"step": 3, "max_steps": 10, "loss": 3.9}, first=4.0)
+    'training loss 3.9 at step 3/10 is not below 97% of the first one 4'
+    """
+    loss, step, total = ev["loss"], ev["step"], ev["max_steps"]
+    if not abs(loss) < float("inf"):
+        return f"training loss is {loss} at step {step}/{total}"
+    if step >= after * total and not loss < ratio * first:
+        return f"training loss {loss:.4g} at step {step}/{total} is not below {ratio:.0%} of the first one {first:.4g}"
+
+
+class Run:
+    """One run's folder, written as it runs: a `train()` callback and a context manager. With `early_stop=(after,
+    ratio)` the `hopeless` rule sets `run.stop` (give `train()` `stop=run.stop`). When the `with` block ends (or
+    at `finish()`) the run is "crashed" with the error if it raised (the exception goes on), "stopped" or "finished"."""
+
+    def __init__(self, name: str, config=None, datasets: dict | None = None, root: str | Path | None = None,
+                 early_stop: tuple[float, float] | None = None, tensorboard: bool = False):
+        self.folder = runs_root(root) / name
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in ("metrics.jsonl", "samples.json"):  # a run of the same name starts afresh
+            (self.folder / stale).unlink(missing_ok=True)
+        self.early_stop, self.stop, self.stopped, self._first = early_stop, threading.Event(), False, None
+        self._t0, self._tb = time.time(), None
+        self.info = {"name": name, "status": "running", "error": None, "stop_reason": None, "early_stopped": False,
+                     "config": {}, "datasets": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": None,
+                     "wall_seconds": None, "versions": _versions(), "checkpoint": None, "results": {}}
+        if tensorboard:
+            with contextlib.suppress(ImportError):  # optional: run.json and metrics.jsonl hold it all anyway
+                from torch.utils.tensorboard import SummaryWriter
+                self._tb = SummaryWriter(str(self.folder / "tensorboard"))
+        self.log(config=config, datasets=datasets)
+
+    def log(self, config=None, datasets: dict | None = None, results: dict | None = None) -> None:
+        """Add config fields (a dict or a config dataclass), dataset fingerprints, results; saved at once."""
+        config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+        self.info["config"].update(json.loads(json.dumps(config or {}, default=str)))
+        self.info["datasets"].update({k: fingerprint(rows) for k, rows in (datasets or {}).items()})
+        self.info["results"].update(results or {})
+        _write_json(self.folder / "run.json", self.info)
+
+    def log_results(self, results: dict) -> None:
+        self.log(results=results)
+
+    def log_samples(self, rows) -> None:
+        """Sample answers: dicts with prompt, answer (and expected), or (prompt, answer, expected, ...) tuples."""
+        keys = ("prompt", "answer", "expected")
+        rows = [r if isinstance(r, dict) else dict(zip(keys, r)) for r in rows]
+        _write_json(self.folder / "samples.json", [{k: r[k] for k in keys if k in r} for r in rows])
+
+    def _event(self, kind: str, ev: dict, scalars: dict) -> None:
+        with open(self.folder / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"event": kind, **ev, "time": round(time.time() - self._t0, 3)}, default=str) + "\n")
+        for tag, value in scalars.items() if self._tb is not None else ():
+            self._tb.add_scalar(tag, value, ev["step"])
+
+    def on_step(self, ev: dict) -> None:
+        self._event("step", ev, {"train/loss": ev["loss"], "train/lr": ev["lr"]})
+        if self._first is None:
+            self._first = ev["loss"]  # the rule judges the later read-outs against this one
+        elif self.early_stop and not self.info["stop_reason"] and (why := hopeless(ev, self._first, *self.early_stop)):
+            self.info.update(stop_reason=why, early_stopped=True)
+            self.stop.set()
+            self.log()
+
+    def on_eval(self, ev: dict) -> None:
+        self._event("eval", ev, {"val/loss": ev["val_loss"]})
+
+    def on_checkpoint(self, ev: dict) -> None:
+        self.info["checkpoint"] = ev["path"]
+        self.log()
+
+    def on_end(self, hist) -> None:
+        if hist.stopped:
+            self.stopped, self.info["stop_reason"] = True, self.info["stop_reason"] or "stop requested"
+            self.log()
+
+    def finish(self, status: str | None = None, error: str | None = None) -> None:
+        self.info.update(status=status or ("stopped" if self.stopped else "finished"), error=error,
+                         ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_seconds=round(time.time() - self._t0, 3))
+        self.log()
+        if self._tb is not None:
+            self._tb.close()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.finish("crashed", f"{exc_type.__name__}: {exc}") if exc_type else self.finish()
+        return False  # an exception goes on
+
+
+record = RunRecorder = Run  # `with runs.record("lora-r4", config=cfg, datasets={"train": examples}) as run: ...`
+
+
+# ----------------------------------------------------------------------------- reading and comparing runs
+def load_run(folder: str | Path) -> dict:
+    """A run folder's run.json, with "folder" added."""
+    return {**json.loads((Path(folder) / "run.json").read_text(encoding="utf-8")), "folder": str(folder)}
+
+
+def list_runs(root: str | Path | None = None) -> list[dict]:
+    """Every run under `root`, oldest first."""
+    found = sorted(runs_root(root).glob("*/run.json"))  # by name, then (a stable sort) by start time
+    return sorted((load_run(p.parent) for p in found), key=lambda r: r["started"])
+
+
+def _info(run) -> dict:
+    run = {**run.info, "folder": str(run.folder)} if isinstance(run, Run) else run
+    return run if isinstance(run, dict) else load_run(run)
+
+
+def metrics(run) -> list[dict]:
+    """The run's metric events in order (a line cut short by a killed process is left out)."""
+    path = Path(_info(run)["folder"]) / "metrics.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.endswith("}")]  # flat events: "}" ends a whole one
+
+
+def compare(runs, keys=None) -> dict:
+    """Runs as rows: name, status, note (stop reason or error), every config key and data fingerprint
+    ("data:<name>"), then the result `keys` (default: every scalar result)."""
+    infos = [_info(r) for r in runs]
+    cfgs = [{**i["config"], **{f"data:{k}": f"{d['rows']} rows, sha256 {d['sha256'][:10]}"
+                               for k, d in i["datasets"].items()}} for i in infos]
+    cfg_keys = list(dict.fromkeys(k for c in cfgs for k in c))
+    if keys is None:
+        keys = [k for k in dict.fromkeys(k for i in infos for k in i["results"]) if k not in cfg_keys
+                and not any(isinstance(i["results"].get(k), (dict, list)) for i in infos)]
+    differs = {k for k in cfg_keys if len({json.dumps(c.get(k, "<unset>")) for c in cfgs}) > 1}
+    rows = [[i["name"], i["status"], i.get("stop_reason") or i.get("error"), *(c.get(k) for k in cfg_keys),
+             *(i["results"].get(k) for k in keys)] for i, c in zip(infos, cfgs)]
+    return {"columns": ["name", "status", "note", *cfg_keys, *keys], "rows": rows, "differs": differs}
+
+
+def _cell(v, html: bool) -> str:
+    text = f"{v:.4g}" if isinstance(v, float) else ",".join(map(str, v)) if isinstance(v, list) else \
+        "-" if v is None else str(v)
+    return _html.escape(text) if html else text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header, rows, html: bool) -> str:
+    if html:
+        tr = lambda row, tag: "<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in row) + "</tr>"
+        return "<table>" + tr(header, "th") + "".join(tr(r, "td") for r in rows) + "</table>"
+    return "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows])
+
+
+def compare_table(runs, keys=None, html: bool = False) -> str:
+    """A Markdown (or HTML) table, one column per run: status, config (differing keys marked `*`), results."""
+    cmp = compare(runs, keys)
+    mark = (lambda t: f"<b>{t}</b> *") if html else (lambda t: f"**{t}** \\*")
+    body = [[mark(_cell(col, html)) if col in cmp["differs"] else _cell(col, html),
+             *(_cell(r[j], html) for r in cmp["rows"])] for j, col in enumerate(cmp["columns"][1:], start=1)]
+    return _table(["", *(_cell(r[0], html) for r in cmp["rows"])], body, html)
+
+
+def loss_figure(runs, title: str = "training (solid) and validation (dashed) loss"):
+    """Overlaid loss curves of the runs (a matplotlib Figure made without pyplot: safe on any backend)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
+    for run in runs:
+        name, events, colour = _info(run)["name"], metrics(run), None
+        steps = [(e["step"], e["loss"]) for e in events if e["event"] == "step"]
+        vals = [(e["step"], e["val_loss"]) for e in events if e["event"] == "eval"]
+        if steps:
+            colour = ax.plot(*zip(*steps), label=name)[0].get_color()
+        if vals:
+            ax.plot(*zip(*vals), "o--", color=colour, label=None if steps else f"{name} (validation)")
+    ax.set(xlabel="step", ylabel="loss (nats per token)", title=title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    return fig
+
+
+def side_by_side(runs, n: int = 5) -> list[dict]:
+    """The first `n` sample prompts with each run's answer: [{"prompt", "expected", <run name>: answer}]."""
+    by_run = {}
+    for info in map(_info, runs):
+        path = Path(info["folder"]) / "samples.json"
+        by_run[info["name"]] = {s["prompt"]: s for s in json.loads(path.read_text("utf-8"))} if path.exists() else {}
+    prompts = list(dict.fromkeys(p for answers in by_run.values() for p in answers))[:n]
+    return [{"prompt": p, "expected": next(a[p] for a in by_run.values() if p in a).get("expected"),
+             **{name: a[p]["answer"] if p in a else None for name, a in by_run.items()}} for p in prompts]
+
+
+# ----------------------------------------------------------------------------- sweeps
+def _value(text: str):
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        with contextlib.suppress(ValueError):
+            return kind(text)
+    return text
+
+
+def parse_grid(text: str) -> dict[str, list]:
+    """"lr=1e-4,3e-4;lora_r=4,16" -> {"lr": [0.0001, 0.0003], "lora_r": [4, 16]}: numbers, true / false, or text."""
+    spec = {}
+    for part in filter(str.strip, re.split(r"[;\n]", text)):
+        key, sep, values = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value1,value2,... in the grid, got {part.strip()!r}")
+        spec[key.strip()] = [_value(v.strip()) for v in values.split(",")]
+    return spec
+
+
+def grid(spec: dict[str, list]) -> list[dict]:
+    """Every combination of the values, in a stable order (the last key changes fastest)."""
+    return [dict(zip(spec, values)) for values in itertools.product(*spec.values())]
+
+
+def random_search(spec: dict, n: int, seed: int = 0) -> list[dict]:
+    """Up to `n` distinct seeded random points: a list is picked from, a (low, high) tuple drawn uniformly."""
+    rng, out = random.Random(seed), []
+    for _ in range(50 * n):
+        point = {k: rng.uniform(*v) if isinstance(v, tuple) else rng.choice(list(v)) for k, v in spec.items()}
+        if len(out) < n and point not in out:
+            out.append(point)
+    return out
+
+
+def run_name(prefix: str, params: dict) -> str:
+    """A folder-safe name made of the parameters: the same point always gets the same name."""
+    parts = [f"{k}={'+'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in params.items()]
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join([prefix, *parts]))
+
+
+def sweep(points: list[dict], run_fn, name: str = "sweep", root: str | Path | None = None, progress: bool = True,
+          early_stop: tuple[float, float] | None = (0.3, 0.97)) -> list[dict]:
+    """Run `run_fn(params, run) -> results` for each point in turn; it gives `callbacks=[run], stop=run.stop`
+    to training. Resumable: a run "finished", or "stopped" by the early-stop rule, is loaded, not redone; a
+    "crashed" one, or one a killed process left "running", is redone. `early_stop`: (after, ratio) of the
+    `hopeless` rule, or None."""
+    from tqdm.auto import tqdm
+
+    out = []
+    with tqdm(points, desc=name, unit="run", disable=not progress) as bar:
+        for params in bar:
+            rname = run_name(name, params)
+            bar.set_postfix_str(rname)
+            old = runs_root(root) / rname / "run.json"
+            old = load_run(old.parent) if old.is_file() else {"status": None}
+            if old["status"] == "finished" or (old["status"] == "stopped" and old.get("early_stopped")):
+                out.append(old)
+                continue
+            with Run(rname, config=params, root=root, early_stop=early_stop) as run:
+                run.log_results(run_fn(dict(params), run) or {})
+            out.append(_info(run))
+    return out
+
+
+# ----------------------------------------------------------------------------- the report
+def report(runs, path: str | Path, title: str = "Runs", n_samples: int = 5) -> Path:
+    """Markdown (HTML if `path` ends with .html) about the runs: config, data and results side by side
+    (differences marked `*`), loss curves (a PNG beside the .md; embedded in HTML) and sample answers."""
+    infos, path = [_info(r) for r in runs], Path(path)
+    html = path.suffix.lower() in (".html", ".htm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from .widgets import png
+
+    image = png(loss_figure(infos))
+    if html:
+        img = f"<p><img alt='loss curves' src='data:image/png;base64,{base64.b64encode(image).decode()}'></p>"
+    else:
+        path.with_suffix(".png").write_bytes(image)
+        img = f"![loss curves]({path.with_suffix('.png').name})"
+    head = lambda level, text: f"<h{level}>{_cell(text, html)}</h{level}>" if html else f"{'#' * level} {text}"
+    columns, answers = ["prompt", "expected", *(i["name"] for i in infos)], side_by_side(infos, n_samples)
+    parts = [head(1, title), head(2, "Configuration and results"), compare_table(infos, html=html),
+             head(2, "Loss curves"), img, head(2, "Sample answers"),
+             _table([_cell(c, html) for c in columns], [[_cell(r.get(c), html) for c in columns] for r in answers],
+                    html) if answers else "(no samples recorded)"]
+    text = "\n\n".join(parts) + "\n"
+    if html:
+        style = "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
+        text = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_cell(title, True)}</title>"
+                f"<style>{style}</style></head><body>\n{text}</body></html>\n")
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------- preference pairs as CSV
+def export_pairs_csv(pairs: list[dict], path: str | Path, blind: bool = False, seed: int = 0) -> Path:
+    """Preference pairs as a CSV for a reviewer's spreadsheet: texts to read (prompt, answer_a, answer_b), choice
+    ("a", "b", "both_bad" or empty), reason, the exact messages (messages_json). `blind=False`: A is the chosen
+    answer, choice "a" (an exact round trip); `blind=True`: A/B in seeded random order, choice left to fill in."""
+    rng, text = random.Random(seed), lambda msgs: "\n\n".join(m["content"] for m in msgs)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["prompt", "answer_a", "answer_b", "choice", "reason", "messages_json"])
+        for p in pairs:
+            a, b = (p["rejected"], p["chosen"]) if blind and rng.random() < 0.5 else (p["chosen"], p["rejected"])
+            user = next((m["content"] for m in reversed(p["prompt"]) if m["role"] == "user"), "")
+            out.writerow([user, text(a), text(b), "" if blind else "a", "",
+                          json.dumps({"prompt": p["prompt"], "a": a, "b": b}, ensure_ascii=False)])
+    return Path(path)
+
+
+class ImportedPairs(list):
+    """Preference pairs read from a CSV; `.skipped` counts the rows left out, by reason."""
+
+
+def import_pairs_csv(path: str | Path) -> ImportedPairs:
+    """Labelled rows -> preference pairs; "both_bad", unlabelled and invalid rows are skipped and counted in
+    `.skipped`. A row without messages_json is one user message and two one-message answers."""
+    pairs, pairs.skipped = ImportedPairs(), Counter()
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            choice = (row.get("choice") or "").strip().lower().replace(" ", "_")
+            if choice not in ("a", "b"):
+                pairs.skipped[{"": "unlabelled", "both_bad": "both_bad"}.get(choice, "invalid")] += 1
+                continue
+            m = json.loads(row["messages_json"]) if row.get("messages_json") else {
+                "prompt": [{"role": "user", "content": row["prompt"]}],
+                **{k: [{"role": "assistant", "content": row[f"answer_{k}"]}] for k in ("a", "b")}}
+            pair = {"prompt": m["prompt"], "chosen": m[choice], "rejected": m["b" if choice == "a" else "a"]}
+            if any(p.severity == "error" for p in check_preference(pair)):
+                pairs.skipped["invalid"] += 1
+            else:
+                pairs.append(pair)
+    return pairs

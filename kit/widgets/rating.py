@@ -1,0 +1,185 @@
+"""The feedback round: read two answers to the same prompt blind, pick the better one, and get DPO pairs.
+
+Each item is (prompt, answer_1, answer_2), e.g. one question answered by two runs. A seeded coin per
+item decides which answer is shown as A, so the rater cannot tell the runs apart; the stored pair
+names the right one as chosen all the same. `RatingSession` is a plain object (tests and scripted
+reviewers drive it); `RatingWidget` is its ipywidgets skin. After every choice `path` is rewritten
+atomically with all the pairs so far, in the kit's preference format; every decision, with its reason
+("both_bad" included, which makes no pair), goes to `<path stem>.ratings.jsonl`, from which a new
+session on the same path resumes.
+
+Example:
+    >>> session = RatingSession(list(zip(questions, answers_1, answers_2)), "prefs.jsonl")  # doctest: +SKIP
+    >>> RatingWidget(session)                                                # doctest: +SKIP
+    >>> auto_rate(session, fact_judge({"Capital of Peru?": "Lima"}))         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import random
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from ..data import write_jsonl
+
+CHOICES = ("a", "b", "both_bad")
+
+
+def _messages(x, role: str) -> list[dict]:
+    return [{"role": role, "content": x}] if isinstance(x, str) else [dict(m) for m in x]
+
+
+def _text(messages: list[dict], role: str) -> str:
+    return [m["content"] for m in messages if m["role"] == role][-1]
+
+
+class RatingSession:
+    """Items to rate, the A/B order of each (seeded), the decisions so far; `choose()` saves at once."""
+
+    def __init__(self, items, path: str | Path, seed: int = 0):
+        self.items = [{"prompt": _messages(it[0], "user"), "answers": [_messages(a, "assistant") for a in it[1:3]]}
+                      for it in items]
+        self.path = Path(path)
+        self.log_path = self.path.with_name(f"{self.path.stem}.ratings.jsonl")
+        rng = random.Random(seed)
+        self.swapped = [rng.random() < 0.5 for _ in self.items]  # True: answer_2 is shown as A
+        self.ratings: dict[int, dict] = {}  # item index -> {"index", "choice", "winner", "reason"}
+        if self.log_path.exists():  # resume an earlier session: only decisions about these very items
+            for line in filter(str.strip, self.log_path.read_text(encoding="utf-8").splitlines()):
+                r = json.loads(line)
+                if r["index"] < len(self.items) and r.get("key") == self._key(r["index"]):
+                    self.ratings[r["index"]] = r
+        self.index = self._next(0)
+
+    def _key(self, i: int) -> str:
+        """A digest of item i (prompt and both answers): a saved decision applies to that item only."""
+        return hashlib.sha256(json.dumps(self.items[i], sort_keys=True).encode()).hexdigest()[:16]
+
+    def _next(self, start: int) -> int:
+        return next((i for i in range(start, len(self.items)) if i not in self.ratings), len(self.items))
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.items)
+
+    def shown(self) -> tuple[str, str, str]:
+        """The current item as the rater sees it: (prompt, answer A, answer B)."""
+        it = self.items[self.index]
+        first, second = it["answers"][::-1] if self.swapped[self.index] else it["answers"]
+        return _text(it["prompt"], "user"), _text(first, "assistant"), _text(second, "assistant")
+
+    def choose(self, choice: str, reason: str = "") -> None:
+        """Record "a", "b" or "both_bad" for the current item, save, and move to the next unrated one."""
+        if choice not in CHOICES:
+            raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
+        if self.done:
+            raise IndexError("every item is rated already")
+        winner = None  # which of the item's answers (1 or 2) is better; None: both bad
+        if choice != "both_bad":
+            winner = 2 if (choice == "a") == self.swapped[self.index] else 1
+        self.ratings[self.index] = {"index": self.index, "choice": choice, "winner": winner, "reason": reason,
+                                    "key": self._key(self.index)}
+        self.save()
+        self.index = self._next(self.index + 1)
+
+    def skip(self) -> None:
+        """Leave the current item unrated (a new session on the same path offers it again)."""
+        self.index = self._next(self.index + 1)
+
+    def pairs(self) -> list[dict]:
+        """The preference pairs so far: {"prompt", "chosen", "rejected"} in the kit's format."""
+        out = []
+        for i, r in sorted(self.ratings.items()):
+            if r["winner"] is not None:
+                answers = self.items[i]["answers"]
+                out.append({"prompt": self.items[i]["prompt"], "chosen": answers[r["winner"] - 1],
+                            "rejected": answers[2 - r["winner"]]})
+        return out
+
+    @property
+    def both_bad(self) -> list[dict]:
+        """Items where neither answer was good enough (no pair): prompt, both answers and the reason."""
+        return [{**self.items[i], "reason": r["reason"]} for i, r in sorted(self.ratings.items())
+                if r["choice"] == "both_bad"]
+
+    def counts(self) -> dict:
+        c = Counter(r["choice"] for r in self.ratings.values())
+        return {**{k: c[k] for k in CHOICES}, "unrated": len(self.items) - len(self.ratings)}
+
+    def save(self) -> None:
+        """Rewrite the decisions, then the pairs, each atomically (a crash loses no earlier choice)."""
+        write_jsonl(self.log_path, [r for _, r in sorted(self.ratings.items())])
+        write_jsonl(self.path, self.pairs())
+
+    def widget(self) -> RatingWidget:
+        return RatingWidget(self)
+
+
+def auto_rate(session: RatingSession, judge: Callable[[str, str, str], str | None],
+              reason: str = "scripted reviewer") -> dict:
+    """Rate every remaining item with `judge(prompt, answer_a, answer_b) -> "a" | "b" | "both_bad" | None`
+    (None: no preference, the item is skipped); a headless stand-in for a person. Returns the counts."""
+    while not session.done:
+        choice = judge(*session.shown())
+        if choice is None:
+            session.skip()
+        else:
+            session.choose(choice, reason)
+    return session.counts()
+
+
+def fact_judge(expected: dict[str, str]) -> Callable[[str, str, str], str | None]:
+    """The documented scripted reviewer: prefer the answer that states the expected fact of the prompt
+    (`expected[prompt]`, as whole words); "both_bad" when neither does; None when both do."""
+    from ..metrics import contains_fact
+
+    def judge(prompt: str, a: str, b: str) -> str | None:
+        has_a, has_b = contains_fact(a, expected[prompt]), contains_fact(b, expected[prompt])
+        return None if has_a and has_b else "a" if has_a else "b" if has_b else "both_bad"
+    return judge
+
+
+class RatingWidget:
+    """The session's skin: prompt, answers A and B, "A is better" / "B is better" / "Both bad", a reason, progress."""
+
+    LABELS = {"a": "A is better", "b": "B is better", "both_bad": "Both bad"}
+
+    def __init__(self, session: RatingSession):
+        import ipywidgets as w
+
+        self.session = session
+        self.prompt, self.progress = w.HTML(), w.Label()
+        box = w.Layout(width="49%", border="1px solid #ccc", padding="4px")
+        self.answers = {k: w.HTML(layout=box) for k in ("a", "b")}
+        self.reason = w.Text(description="reason", placeholder="why? (optional)", layout=w.Layout(width="98%"))
+        self.buttons = {c: w.Button(description=label, button_style="danger" if c == "both_bad" else "success")
+                        for c, label in self.LABELS.items()}
+        for c, button in self.buttons.items():
+            button.on_click(lambda _, c=c: self.choose(c))
+        self.box = w.VBox([self.prompt, w.HBox(list(self.answers.values())), w.HBox(list(self.buttons.values())),
+                           self.reason, self.progress])
+        self.refresh()
+
+    def choose(self, choice: str) -> None:
+        self.session.choose(choice, self.reason.value.strip())
+        self.reason.value = ""
+        self.refresh()
+
+    def refresh(self) -> None:
+        s = self.session
+        for button in self.buttons.values():
+            button.disabled = s.done
+        prompt, a, b = ("every item is rated", "", "") if s.done else s.shown()
+        self.prompt.value = f"<b>{html.escape(prompt)}</b>"
+        for key, text in (("a", a), ("b", b)):
+            body = f"<div style='white-space:pre-wrap'>{html.escape(text)}</div>"
+            self.answers[key].value = f"<b>{key.upper()}</b>{body}" if text else ""
+        counts = ", ".join(f"{k}: {v}" for k, v in s.counts().items())
+        self.progress.value = f"item {min(s.index + 1, len(s.items))} / {len(s.items)}  ({counts})  saved to {s.path}"
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.box._repr_mimebundle_(**kwargs)

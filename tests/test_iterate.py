@@ -1,0 +1,80 @@
+"""Notebook 05's rounds: sweeps of real fine-tuning runs, run records, error analysis, targeted data, the CLI."""
+
+import dataclasses
+import json
+
+import pytest
+
+from kit import runs
+from kit.config import PROFILES, ConfigError, SFTConfig
+from kit.corpus import QAItem, load_world, split_countries
+from kit.iterate import best_run, error_analysis, sft_changes, sft_run_fn, targeted_examples
+
+
+@pytest.fixture
+def sft_profile(tiny_profile):
+    return dataclasses.replace(tiny_profile, sft=SFTConfig(epochs=1, batch_size=4, seq_len=64, log_every=1,
+                                                           lr=3e-3, lora_lr=1e-2, lora_r=4, lora_alpha=8))
+
+
+def test_sweep_fields_map_to_the_fine_tuning_config(sft_profile):
+    assert sft_changes(sft_profile, {"lr": 1e-3, "lora_r": 8}) == {"lora_r": 8, "lora": True, "lora_lr": 1e-3}
+    assert sft_changes(sft_profile, {"lr": 1e-3}) == {"lr": 1e-3}
+    with pytest.raises(ConfigError, match=r"\['learning_rate'\]"):
+        sft_changes(sft_profile, {"learning_rate": 1})
+
+
+def test_real_sweep_records_finished_and_crashed_runs(cache, sft_profile, tmp_path):
+    points = [{"lr": 3e-3}, {"lr": -1.0}]  # the second is refused by the config check inside the run
+    with pytest.raises(ConfigError, match="lr must be positive"):
+        runs.sweep(points, sft_run_fn(sft_profile), name="s", root=tmp_path, progress=False)
+    recorded = {r["name"]: r for r in runs.list_runs(tmp_path)}
+    ok, bad = recorded["s-lr=0.003"], recorded["s-lr=-1.0"]
+    assert ok["status"] == "finished" and 0 <= ok["results"]["heldout_qa_accuracy"] <= 1
+    assert ok["datasets"]["train"]["rows"] > 0 and ok["config"]["lr"] == ok["config"]["sft.lr"] == 3e-3
+    assert (tmp_path / "s-lr=0.003" / "model" / "config.json").exists()
+    assert [e["event"] for e in runs.metrics(ok)].count("step") >= 1
+    assert bad["status"] == "crashed" and "lr must be positive" in bad["error"]
+    again = runs.sweep(points[:1], sft_run_fn(sft_profile), name="s", root=tmp_path, progress=False)
+    assert again[0]["started"] == ok["started"]  # finished: loaded, not trained again
+    assert best_run(again)["name"] == "s-lr=0.003"
+
+
+def test_finetune_records_its_own_run_by_default(cache, sft_profile):
+    from kit.sft import finetune
+
+    finetune(sft_profile, measure=False)
+    (rec,) = runs.list_runs()
+    assert rec["name"].startswith("sft-tiny-full-") and rec["status"] == "finished"
+    assert rec["config"]["sft.epochs"] == 1 and rec["results"]["train_loss"] > 0
+
+
+def test_error_analysis_groups_by_fact_continent_and_wording():
+    world = load_world()
+    items = [QAItem("France", "capital", "What is the capital of France?", "", "Paris"),
+             QAItem("Peru", "capital", "What is the capital of Peru?", "", "Lima"),
+             QAItem("Peru", "currency", "Which currency does Peru use?", "", world["Peru"].currency)]
+    out = error_analysis(items, ["The capital of France is Paris.", "It is Quito.", "The euro."], world)
+    assert out["by_fact"] == {"currency": (1, 1), "capital": (1, 2)}  # worst group first
+    assert out["by_continent"]["South America"] == (2, 2) and out["by_continent"]["Europe"] == (0, 1)
+    assert out["by_wording"]["What is the capital of {name}?"] == (1, 2)
+    assert [it.country for it, _ in out["wrong"]] == ["Peru", "Peru"]
+
+
+def test_targeted_examples_never_name_an_evaluation_country(world):
+    from kit.corpus import mentioned_countries
+
+    extra = targeted_examples("currency", n_per_country=2)
+    halves = split_countries(world)
+    assert len(extra) == 2 * len(halves["qa"])
+    assert not mentioned_countries(extra, halves["heldout"], world)
+
+
+def test_cli_sweep_prints_runs_and_the_best(cache, sft_profile, monkeypatch, capsys, tmp_path):
+    from kit.__main__ import main
+
+    monkeypatch.setitem(PROFILES, "tiny", sft_profile)
+    assert main(["sweep", "--profile", "tiny", "--grid", "lr=1e-3,3e-3", "--root", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["params"] for r in out["runs"]] == [{"lr": 1e-3}, {"lr": 3e-3}]
+    assert out["best"] in {r["name"] for r in out["runs"]} and all(r["status"] == "finished" for r in out["runs"])

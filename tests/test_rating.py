@@ -1,0 +1,107 @@
+import json
+
+import pytest
+
+from kit.chat import check_preference
+from kit.data import load_jsonl
+from kit.widgets.rating import RatingSession, RatingWidget, auto_rate, fact_judge
+
+CAPITALS = {"Peru": "Lima", "Chad": "N'Djamena", "Chile": "Santiago", "Kenya": "Nairobi", "Laos": "Vientiane",
+            "Mali": "Bamako", "Nepal": "Kathmandu", "Oman": "Muscat"}
+
+
+@pytest.fixture
+def items():
+    """(prompt, answer of run 1, answer of run 2): run 1 states the capital, run 2 does not."""
+    return [(f"What is the capital of {c}?", f"The capital of {c} is {city}.", f"I think {c} has no capital.")
+            for c, city in CAPITALS.items()]
+
+
+def lines(path):
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_widget_clicks_make_valid_pairs_with_the_right_answer_chosen(tmp_path, items):
+    path = tmp_path / "prefs.jsonl"
+    session = RatingSession(items, path, seed=0)
+    assert set(session.swapped) == {True, False}  # run 1's answer is shown as A for some items, as B for others
+    ui = RatingWidget(session)
+    for k in range(len(items)):
+        shown_a = ui.answers["a"].value
+        if k == 2:
+            ui.reason.value = "neither is what I asked"
+            ui.buttons["both_bad"].click()
+        else:
+            ui.reason.value = "states the capital"
+            ui.buttons["a" if " is " in shown_a and "no capital" not in shown_a else "b"].click()
+        assert ui.reason.value == ""  # cleared for the next item
+        assert len(lines(path)) == k + (0 if k >= 2 else 1)  # saved after every click
+    assert ui.buttons["a"].disabled and "every item is rated" in ui.prompt.value
+    examples, report = load_jsonl(path)
+    assert report.problems == [] and len(examples) == len(items) - 1
+    for ex in lines(path):
+        assert check_preference(ex) == []
+        assert "is" in ex["chosen"][0]["content"] and "no capital" in ex["rejected"][0]["content"]
+        country = ex["prompt"][0]["content"].split()[-1].rstrip("?")
+        assert CAPITALS[country] in ex["chosen"][0]["content"]
+    assert [b["prompt"][0]["content"] for b in session.both_bad] == [items[2][0]]
+    log = lines(session.log_path)
+    assert [r["choice"] for r in log].count("both_bad") == 1 and log[2]["reason"] == "neither is what I asked"
+    assert session.counts()["unrated"] == 0
+
+
+def test_choices_map_back_through_the_shuffle(tmp_path, items):
+    session = RatingSession(items[:4], tmp_path / "p.jsonl", seed=5)
+    for _ in range(4):
+        session.choose("a")  # always the answer shown first, whichever run gave it
+    chosen = [p["chosen"][0]["content"] for p in session.pairs()]
+    expected = [it[2] if swapped else it[1] for it, swapped in zip(items[:4], session.swapped)]
+    assert chosen == expected
+    assert RatingSession(items, tmp_path / "q.jsonl", seed=5).swapped[:4] == session.swapped  # seeded
+    other = RatingSession(items, tmp_path / "r.jsonl", seed=6)
+    assert other.swapped != RatingSession(items, tmp_path / "q.jsonl", seed=5).swapped
+
+
+def test_scripted_reviewer_prefers_the_stated_fact(tmp_path, items):
+    items = items + [("What is the capital of Peru?", "Lima.", "It is Lima."),  # both right: no preference
+                     ("What is the capital of Oman?", "Cairo.", "Rome.")]       # both wrong
+    expected = {f"What is the capital of {c}?": city for c, city in CAPITALS.items()}
+    session = RatingSession(items, tmp_path / "auto.jsonl", seed=1)
+    counts = auto_rate(session, fact_judge(expected))
+    assert counts == {"a": sum(not s for s in session.swapped[:8]), "b": sum(session.swapped[:8]),
+                      "both_bad": 1, "unrated": 1}
+    pairs = session.pairs()
+    assert len(pairs) == 8 and all(CAPITALS[p["prompt"][0]["content"].split()[-1][:-1]] in p["chosen"][0]["content"]
+                                   for p in pairs)
+
+
+def test_reopening_resumes_and_bad_choices_are_refused(tmp_path, items):
+    path = tmp_path / "prefs.jsonl"
+    session = RatingSession(items, path)
+    with pytest.raises(ValueError, match="choice must be one of"):
+        session.choose("c")
+    session.choose("a", "first")
+    session.choose("both_bad")
+    session.skip()
+    session.choose("b")
+    again = RatingSession(items, path)
+    assert again.index == 2 and again.counts() == {"a": 1, "b": 1, "both_bad": 1, "unrated": 5}
+    assert again.pairs() == session.pairs() and len(lines(path)) == 2
+    again.choose("a")
+    assert again.index == 4
+    for _ in range(4):
+        again.choose("b")
+    with pytest.raises(IndexError):
+        again.choose("a")
+
+
+def test_saved_choices_apply_only_to_the_same_items(tmp_path):
+    from kit.widgets.rating import RatingSession
+
+    path = tmp_path / "prefs.jsonl"
+    first = RatingSession([("Capital of Peru?", "Lima.", "Quito.")], path)
+    first.choose("a")
+    same = RatingSession([("Capital of Peru?", "Lima.", "Quito.")], path)
+    changed = RatingSession([("Capital of Peru?", "Lima, of course.", "Quito.")], path)  # new answers
+    assert same.done and same.counts()["unrated"] == 0
+    assert not changed.done and changed.counts()["unrated"] == 1
