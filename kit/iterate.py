@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Profile
-from .corpus import ANSWERS, CHAT_QUESTIONS, FACTS, QAItem, load_world, qa_items, split_countries
+from .corpus import ANSWERS, CHAT_QUESTIONS, QAItem, load_world, qa_items, split_countries
 from .generate import chat_replies
 from .metrics import contains_fact
 
@@ -194,5 +194,3 @@ def feedback_items(model, tok, n: int = 120, temperature: float = 1.0, seed: int
         answers.append([tok.decode(r, skip_special_tokens=True).strip() for r in rows])
     return [(it.question, a, b, it.expected) for it, a, b in zip(items, *answers) if a != b]
 
-
-FACT_NAMES = FACTS  # the fact types error_analysis groups by

@@ -148,12 +148,12 @@ def safety_examples(profile: Profile, redteam: list[SafetyPrompt] = ()) -> list[
     s = profile.safety
     chats = chat_splits(per_fact=profile.sft.per_fact, seed=profile.sft.seed)["train"]
     pool = safety_chat_examples("train", s.n_per_template, s.seed)
-    pool += [{"messages": [{"role": "user", "content": p.text}, {"role": "assistant", "content": p.answer}]}
-             for p in redteam if p.harmful]  # the learner's red-team finds, refused
     rng = random.Random(s.seed)
     n = round(s.mix * len(chats))
     mixed = [pool[i % len(pool)] for i in rng.sample(range(max(n, len(pool))), n)] if pool and n else []
-    return chats + mixed
+    found = [{"messages": [{"role": "user", "content": p.text}, {"role": "assistant", "content": p.answer}]}
+             for p in redteam if p.harmful]  # the learner's red-team finds, refused: always in
+    return chats + mixed + found
 
 
 def run_safety(profile: Profile, *, redteam_path: str | Path | None = None, log: Callable = print,

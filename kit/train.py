@@ -273,8 +273,9 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
                  for b in micro for p in _split(distributed.shard(b, ranks), split)]
         for i, b in enumerate(parts):
             sync = i == len(parts) - 1 or ranks.world == 1 or cfg.distributed == "fsdp"
-            with _autocast(device), (nullcontext() if sync else net.no_sync()):  # DDP: all-reduce once a step
-                loss_sum, _ = objective(net, b)
+            with nullcontext() if sync else net.no_sync():  # DDP: all-reduce once a step
+                with _autocast(device):
+                    loss_sum, _ = objective(net, b)
                 # DDP averages gradients over ranks: x world, so the update is the one-process update
                 (loss_sum * ranks.world / max(1, n_loss_tokens)).backward()
             step_loss += loss_sum.detach().float()

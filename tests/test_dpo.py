@@ -32,7 +32,7 @@ def test_sequence_logps_counts_only_the_reply(tok):
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.log_softmax(-1)
     i = 0  # first chosen reply, by hand
     want = sum(float(logits[i, t, y].detach()) for t, y in enumerate(batch["labels"][i].tolist()) if y != -100)
-    assert float(sequence_logps(model, batch)[i]) == pytest.approx(want, rel=1e-5)
+    assert float(sequence_logps(model, batch)[i].detach()) == pytest.approx(want, rel=1e-5)
     assert PairRows.count(batch) == 2 and batch["input_ids"].shape[0] == 4
 
 
