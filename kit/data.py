@@ -158,20 +158,25 @@ def clean(example: dict) -> dict:
     return {k: v for k, v in example.items() if not k.startswith("_")}
 
 
-def write_jsonl(path: str | Path, examples: list[dict]) -> None:
-    """Write examples as JSONL atomically: a temporary file, then a rename (a crash leaves the old file)."""
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file atomically: a temporary file in the same folder, synced, then renamed over the
+    old one (a crash leaves the old file whole, and the temporary file is removed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            for ex in examples:
-                f.write(json.dumps(clean(ex), ensure_ascii=False) + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_jsonl(path: str | Path, examples: list[dict]) -> None:
+    """Write examples as JSONL atomically (see `write_text_atomic`)."""
+    write_text_atomic(path, "".join(json.dumps(clean(ex), ensure_ascii=False) + "\n" for ex in examples))
 
 
 # ----------------------------------------------------------------------------- validation

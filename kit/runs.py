@@ -16,7 +16,6 @@ import html as _html
 import importlib.metadata
 import itertools
 import json
-import os
 import random
 import re
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from .artifacts import cache_root
 from .chat import check_preference
+from .data import write_text_atomic
 
 
 def runs_root(root: str | Path | None = None) -> Path:
@@ -38,12 +38,7 @@ def auto_name(prefix: str) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
-        os.replace(tmp, path)  # atomic: a crash leaves the old file whole
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False, default=str))  # a crash leaves the old
 
 
 def fingerprint(rows) -> dict:

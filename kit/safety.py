@@ -28,15 +28,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import evaluate
 
 from .corpus import DATASETS, load_world, split_countries
+from .data import write_text_atomic
 from .metrics import metric_info
 
 TEMPLATES_JSON = DATASETS / "safety_templates.json"
@@ -319,20 +318,11 @@ def append_redteam(path: str | Path, prompt: str, label: str, note: str = "", ca
     if not prompt.strip():
         raise ValueError("the prompt is empty")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     if old and not old.endswith("\n"):
         old += "\n"
     row = {"prompt": prompt, "label": label, "category": category, "note": note}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(old + json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_text_atomic(path, old + json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def load_redteam(path: str | Path) -> list[dict]:

@@ -157,7 +157,7 @@ def test_redteam_survives_an_interrupted_append(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("power cut")
 
-    monkeypatch.setattr(safety.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)  # the rename that makes the write atomic
     with pytest.raises(OSError, match="power cut"):
         append_redteam(path, "second prompt", "harmful")
     monkeypatch.undo()
