@@ -73,6 +73,12 @@ def chat_replies(model, tok, conversations: list[list[dict]], *, max_new_tokens:
     return out
 
 
+def answers(model, tok, prompts: list[str], max_new_tokens: int = 48) -> list[str]:
+    """Greedy replies to single-turn user prompts (the texts only)."""
+    return [a for a, _ in chat_replies(model, tok, [[{"role": "user", "content": p}] for p in prompts],
+                                       max_new_tokens=max_new_tokens)]
+
+
 def chat(model, tok, prompt: str, system: str | None = None, max_new_tokens: int = 48) -> str:
     """One reply to one user prompt."""
     conv = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]

@@ -146,13 +146,11 @@ class GuardedChat:
         self.model, self.tok, self.guard, self.max_new_tokens = model, tok, guard, max_new_tokens
 
     def __call__(self, prompts: list[str]) -> list[str]:
-        from .generate import chat_replies
+        from .generate import answers
 
         blocked = self.guard.is_harmful(prompts)
         todo = [p for p, b in zip(prompts, blocked) if not b]
-        convs = [[{"role": "user", "content": p}] for p in todo]
-        replies = iter([a for a, _ in chat_replies(self.model, self.tok, convs, max_new_tokens=self.max_new_tokens)]
-                       if todo else [])
+        replies = iter(answers(self.model, self.tok, todo, self.max_new_tokens) if todo else [])
         answers = [REFUSE if b else next(replies) for b in blocked]
         bad = self.guard.is_harmful(answers)
         return [REFUSE if b else a for a, b in zip(answers, bad)]

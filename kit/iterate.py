@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .config import Profile
 from .corpus import ANSWERS, CHAT_QUESTIONS, QAItem, load_world, qa_items, split_countries
-from .generate import chat_replies
+from .generate import answers
 from .metrics import contains_fact
 
 RESULT_KEYS = ("heldout_qa_accuracy", "heldout_qa_by_fact", "format_rate", "cloze_after", "ppl_after", "train_loss",
@@ -139,8 +139,7 @@ def error_analysis(items: list[QAItem], answers: list[str], world=None) -> dict:
 
 def ask(model, tok, items: list[QAItem], max_new_tokens: int = 40) -> list[str]:
     """Greedy answers of `model` to the questions of `items`."""
-    return [a for a, _ in chat_replies(model, tok, [[{"role": "user", "content": it.question}] for it in items],
-                                       max_new_tokens=max_new_tokens)]
+    return answers(model, tok, [it.question for it in items], max_new_tokens)
 
 
 def targeted_examples(fact: str, n_per_country: int = 2, seed: int = 1) -> list[dict]:
@@ -168,7 +167,7 @@ def data_round(profile: Profile, best: dict, fact: str, *, base=None, root=None,
 
     extra = targeted_examples(fact, n_per_country)
     examples = chat_splits(per_fact=profile.sft.per_fact, seed=profile.sft.seed)["train"] + extra
-    params = {k: v for k, v in best["config"].items() if not k.startswith("sft.") and k != "profile"}
+    params = best["params"]  # the best run's sweep point
     return sweep([params], sft_run_fn(profile, base=base, examples=examples), name=f"data-{fact}-{len(extra)}",
                  root=root, progress=False)
 

@@ -313,6 +313,7 @@ def sweep(points: list[dict], run_fn, name: str = "sweep", root: str | Path | No
                 out.append(old)
                 continue
             with Run(rname, config=params, root=root, early_stop=early_stop) as run:
+                run.info["params"] = dict(params)  # the sweep point itself, apart from the full config
                 run.log_results(run_fn(dict(params), run) or {})
             out.append(_info(run))
     return out

@@ -25,7 +25,7 @@ import torch
 
 from .config import Profile
 from .corpus import chat_splits, load_world, qa_items, split_countries
-from .generate import chat_replies
+from .generate import answers
 from .metrics import contains_fact, qa_eval
 from .safety import (
     HAZARDS,
@@ -47,10 +47,7 @@ STAGES = ("base", "sft", "safety_sft", "dpo", "guarded", "dpo_guarded")
 
 def replier(model, tok, max_new_tokens: int = 40) -> Callable[[list[str]], list[str]]:
     """prompts -> greedy chat replies of `model` (one user turn each)."""
-    def answer(prompts: list[str]) -> list[str]:
-        return [a for a, _ in chat_replies(model, tok, [[{"role": "user", "content": p}] for p in prompts],
-                                           max_new_tokens=max_new_tokens)]
-    return answer
+    return lambda prompts: answers(model, tok, prompts, max_new_tokens)
 
 
 def refusal_eval(answer: Callable[[list[str]], list[str]], prompts: list[SafetyPrompt], guard=None) -> dict:

@@ -35,6 +35,7 @@ def test_real_sweep_records_finished_and_crashed_runs(cache, sft_profile, tmp_pa
     assert (tmp_path / "s-lr=0.003" / "model" / "config.json").exists()
     assert [e["event"] for e in runs.metrics(ok)].count("step") >= 1
     assert bad["status"] == "crashed" and "lr must be positive" in bad["error"]
+    assert ok["params"] == {"lr": 3e-3} and bad["params"] == {"lr": -1.0}
     again = runs.sweep(points[:1], sft_run_fn(sft_profile), name="s", root=tmp_path, progress=False)
     assert again[0]["started"] == ok["started"]  # finished: loaded, not trained again
     assert best_run(again)["name"] == "s-lr=0.003"
