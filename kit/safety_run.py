@@ -26,7 +26,7 @@ import torch
 from .config import Profile
 from .corpus import chat_splits, load_world, qa_items, split_countries
 from .generate import answers
-from .metrics import contains_fact, qa_eval
+from .metrics import QAAccuracy, qa_eval
 from .safety import (
     HAZARDS,
     OverRefusalRate,
@@ -110,7 +110,8 @@ def measure(answer: Callable, tok_model: tuple | None, sets: dict, guard=None) -
         out["heldout_qa_accuracy"] = qa_eval(tok_model[0], tok_model[1], qa)["accuracy"]
     else:
         replies = answer([it.question for it in qa])
-        out["heldout_qa_accuracy"] = sum(contains_fact(a, it.expected) for a, it in zip(replies, qa)) / max(1, len(qa))
+        out["heldout_qa_accuracy"] = QAAccuracy().compute(predictions=replies,
+                                                          references=[it.expected for it in qa])["accuracy"]
     out["n_disagreements"] = len(r.get("disagreements", []))
     out["_answers"], out["_disagreements"] = r["answers"], r.get("disagreements", [])
     return out
