@@ -31,6 +31,7 @@ lab: install
 
 lint: install
 	$(BIN)/ruff check kit tests bench notebooks
+	$(BIN)/lint-imports
 
 unit: install
 	$(OFFLINE) $(BIN)/python -m pytest -q --ignore=tests/test_notebooks.py

@@ -34,8 +34,8 @@ def peak_flops(override: float | None) -> float | None:
 
 
 def measure(profile, tok, rows, lora: bool, steps: int, warmup: int, compile_: bool) -> dict:
-    from kit.models import add_lora, count_params, create
-    from kit.train import train
+    from kit.engine.models import add_lora, count_params, create
+    from kit.engine.train import train
 
     model = create(profile.model, len(tok), tokenizer=tok, seed=0)
     n_params = count_params(model)
@@ -77,10 +77,10 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="smoke profile on CPU, 3 steps")
     args = ap.parse_args()
 
-    from kit.artifacts import tokenizer_for
-    from kit.config import get_profile
-    from kit.corpus import chat_splits
-    from kit.sft import PackedChat
+    from kit.engine.packing import PackedChat
+    from kit.lessons.artifacts import tokenizer_for
+    from kit.lessons.profiles import get_profile
+    from kit.world.corpus import chat_splits
 
     profile = get_profile("smoke" if args.smoke else "gpu")
     if args.smoke:

@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from kit.config import get_profile
-from kit.models import count_params, create
-from kit.pretrain import corpus_rows
-from kit.train import train
+from kit.engine.models import count_params, create
+from kit.engine.train import train
+from kit.lessons.pretrain import corpus_rows
+from kit.lessons.profiles import get_profile
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Both train the profile's model (fresh weights, seed 0) on the same variable-length chat examples,
 E examples per optimizer step, for S steps:
-  * kit:     the examples packed into rows of `seq_len` (no padding), `kit.train.train`;
+  * kit:     the examples packed into rows of `seq_len` (no padding), `kit.engine.train.train`;
   * Trainer: the examples padded to the longest of each batch (the usual collator), `Trainer.train()`.
 Throughput counts real tokens only (no padding). Each side runs in its own child process, one after
 the other, so each peak RSS is its own; this script starts both and compares them in one run.
@@ -27,11 +27,11 @@ import torch
 
 def workload(profile_name: str, steps: int, per_step: int):
     """The model, the tokenizer and the rendered examples both sides train on."""
-    from kit.artifacts import tokenizer_for
-    from kit.config import get_profile
-    from kit.corpus import chat_splits
-    from kit.data import sft_rows
-    from kit.models import create
+    from kit.engine.data import sft_rows
+    from kit.engine.models import create
+    from kit.lessons.artifacts import tokenizer_for
+    from kit.lessons.profiles import get_profile
+    from kit.world.corpus import chat_splits
 
     profile = get_profile(profile_name)
     tok = tokenizer_for(profile)
@@ -44,8 +44,8 @@ def workload(profile_name: str, steps: int, per_step: int):
 
 
 def run_kit(profile, tok, model, rendered, steps: int) -> dict:
-    from kit.sft import PackedChat
-    from kit.train import train
+    from kit.engine.packing import PackedChat
+    from kit.engine.train import train
 
     rows = PackedChat(rendered, profile.sft.seq_len, tok.pad_token_id, seed=0)
     per_step = len(rows) // steps  # rows per step: the same examples per step as the Trainer, on average

@@ -11,9 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from kit.artifacts import tokenizer_for
-from kit.corpus import chat_examples, load_world
-from kit.data import validate_file, write_jsonl
+from kit.engine.data import validate_file, write_jsonl
+from kit.lessons.artifacts import tokenizer_for
+from kit.world.corpus import chat_examples, load_world
 
 
 def main() -> None:

@@ -7,9 +7,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from kit.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, get_profile  # noqa: E402
-from kit.corpus import build_corpus, load_world  # noqa: E402
-from kit.tokenizer import train_tokenizer  # noqa: E402
+from kit.engine.config import ModelConfig, TokenizerConfig, TrainConfig  # noqa: E402
+from kit.engine.tokenizer import train_tokenizer  # noqa: E402
+from kit.lessons.profiles import get_profile  # noqa: E402
+from kit.world.corpus import CorpusConfig, build_corpus, load_world  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +35,7 @@ def tiny_profile():
         corpus=CorpusConfig(bios_per_country=1, qa_per_country=1, stories=20),
         pretrain=TrainConfig(max_steps=6, batch_size=4, seq_len=32, warmup_steps=1, eval_every=3,
                              eval_batches=1, log_every=2),
+        sft=dataclasses.replace(get_profile("smoke").sft, seq_len=64),
     )
 
 

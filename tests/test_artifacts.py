@@ -2,20 +2,21 @@ import json
 
 import pytest
 
-import kit.pretrain
-from kit.artifacts import base_entry, base_model, is_complete, write_entry
+import kit.lessons.pretrain
+from kit.engine.cache import is_complete, write_entry
+from kit.lessons.artifacts import base_entry, base_model
 
 
 @pytest.fixture
 def count_builds(monkeypatch):
     calls = []
-    real = kit.pretrain.pretrain
+    real = kit.lessons.pretrain.pretrain
 
     def counting(*a, **k):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(kit.pretrain, "pretrain", counting)
+    monkeypatch.setattr(kit.lessons.pretrain, "pretrain", counting)
     return calls
 
 

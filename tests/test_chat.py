@@ -1,7 +1,7 @@
 import pytest
 
-from kit.chat import check_example, mask_html, render
-from kit.tokenizer import END
+from kit.engine.chat import check_example, mask_html, render
+from kit.engine.tokenizer import END
 
 U = lambda c: {"role": "user", "content": c}  # noqa: E731
 A = lambda c, **k: {"role": "assistant", "content": c, **k}  # noqa: E731

@@ -1,11 +1,12 @@
 import pytest
 
-from kit.config import PROFILES, ConfigError, TrainConfig, default_profile_name, get_profile, validate
+from kit.engine.config import ConfigError, TrainConfig, validate
+from kit.lessons.profiles import PROFILES, default_profile_name, get_profile, validate_profile
 
 
 def test_every_profile_is_valid():
     for name in PROFILES:
-        validate(get_profile(name))
+        validate_profile(get_profile(name))
 
 
 def test_one_error_lists_every_problem():
@@ -34,7 +35,7 @@ def test_sft_settings_are_checked_with_the_model():
     p = get_profile("smoke")
     bad = dataclasses.replace(p, sft=dataclasses.replace(p.sft, seq_len=10_000, epochs=0, lora_dropout=1.5))
     with pytest.raises(ConfigError) as e:
-        validate(bad)
+        validate_profile(bad)
     msg = str(e.value)
     assert msg.startswith("3 problems") and "sft.seq_len" in msg and "sft.epochs" in msg and "lora_dropout" in msg
 
@@ -44,3 +45,14 @@ def test_sft_train_config_counts_epochs():
     cfg = p.sft.train_config(n_rows=100)
     assert cfg.max_steps == 20 and cfg.eval_every == 10 and cfg.lr == p.sft.lr
     assert p.with_sft(lora=True).sft.train_config(100).lr == p.sft.lora_lr
+
+
+def test_profile_copies_are_validated_with_every_problem():
+    p = get_profile("smoke")
+    with pytest.raises(ConfigError) as e:
+        p.with_sft(epochs=-1, lr=float("inf"), batch_size=0)
+    msg = str(e.value)
+    assert msg.startswith("3 problems") and "sft.epochs" in msg and "sft.lr" in msg and "sft.batch_size" in msg
+    with pytest.raises(ConfigError, match="unknown sft setting: epoch"):
+        p.with_sft(epoch=2)
+    assert p.with_model(n_layers=1).model.n_layers == 1 and p.with_tokenizer(vocab_size=512).tokenizer.vocab_size == 512

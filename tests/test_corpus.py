@@ -1,7 +1,14 @@
 import csv
 
-from kit.config import CorpusConfig
-from kit.corpus import COUNTRIES_CSV, FACTS, build_corpus, cloze_prompts, load_world, split_countries
+from kit.world.corpus import (
+    COUNTRIES_CSV,
+    FACTS,
+    CorpusConfig,
+    build_corpus,
+    cloze_prompts,
+    load_world,
+    split_countries,
+)
 
 CONTINENTS = {"Africa", "Asia", "Europe", "North America", "South America", "Oceania"}
 

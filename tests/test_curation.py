@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from kit.corpus import chat_splits
 from kit.widgets.curation import Curator
+from kit.world.corpus import chat_splits
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kit import data
-from kit.corpus import DATASETS, chat_splits, load_world, mentioned_countries, split_countries
+from kit.engine import data
+from kit.world.corpus import DATASETS, chat_splits, load_world, mentioned_countries, split_countries
 
 BROKEN = DATASETS / "chat_with_problems.jsonl"
 # (line, severity, fragment): every problem planted in the broken file, at its editor line number

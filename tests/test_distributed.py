@@ -13,10 +13,10 @@ SCRIPT = textwrap.dedent('''
     import json, os, sys
     import torch
     from safetensors.torch import save_file
-    from kit.config import ModelConfig, TrainConfig
-    from kit.models import create
-    from kit.sft import PackedChat
-    from kit.train import TokenRows, train
+    from kit.engine.config import ModelConfig, TrainConfig
+    from kit.engine.models import create
+    from kit.engine.packing import PackedChat
+    from kit.engine.train import TokenRows, train
 
     out, strategy = sys.argv[1], sys.argv[2]
     rank = int(os.environ.get("RANK", 0))

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from kit.config import ModelConfig, SafetyConfig
-from kit.dpo import DPOObjective, PairRows, dpo, dpo_loss, sequence_logps
-from kit.models import add_lora, create
-from kit.safety import preference_pairs
+from kit.engine.config import ModelConfig
+from kit.engine.dpo import DPOObjective, PairRows, dpo, dpo_loss, sequence_logps
+from kit.engine.models import add_lora, create
+from kit.engine.config import DPOConfig
+from kit.world.safety import preference_pairs
 
 TINY = ModelConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=2, intermediate_size=64, max_seq_len=128)
 
@@ -56,7 +57,7 @@ def test_reference_is_the_base_model_with_the_adapter_disabled(tok):
 def test_a_short_dpo_run_prefers_the_chosen_replies(tok):
     pairs = preference_pairs("train", 1)[:32]
     model = create(TINY, vocab_size=len(tok), seed=0)
-    cfg = SafetyConfig(dpo_epochs=6, dpo_lr=1e-2, batch_size=8, dpo_lora_r=8, dpo_beta=0.5, dpo_sft_weight=0.0)
+    cfg = DPOConfig(epochs=6, lr=1e-2, batch_size=8, lora_r=8, beta=0.5, sft_weight=0.0)
     seen = []
 
     class Rec:

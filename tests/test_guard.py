@@ -2,10 +2,10 @@
 
 import torch
 
-from kit.config import ModelConfig
-from kit.guard import LABELS, REFUSE, Guard, GuardedChat, TextRows, classify_loss, guard_data
-from kit.safety import load_redteam, safety_prompts
-from kit.safety_run import bias_gap, refusal_eval, safety_examples
+from kit.engine.config import ModelConfig
+from kit.lessons.guard import LABELS, REFUSE, Guard, GuardedChat, TextRows, classify_loss, guard_data
+from kit.lessons.safety_run import bias_gap, refusal_eval, safety_examples
+from kit.world.safety import load_redteam, safety_prompts
 
 TINY = ModelConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=2, intermediate_size=64, max_seq_len=128)
 
@@ -13,7 +13,7 @@ TINY = ModelConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=2, intermed
 def tiny_classifier(tok):
     from transformers import LlamaForSequenceClassification
 
-    from kit.models import llama_config
+    from kit.engine.models import llama_config
 
     torch.manual_seed(0)
     cfg = llama_config(TINY, len(tok), pad_id=tok.pad_token_id)
@@ -28,8 +28,8 @@ def test_guard_data_has_three_classes_and_refusals_are_their_own():
 
 
 def test_classifier_learns_the_training_texts_with_the_kit_loop(tok):
-    from kit.config import TrainConfig
-    from kit.train import train
+    from kit.engine.config import TrainConfig
+    from kit.engine.train import train
 
     data = guard_data("train", 1)[:48]
     rows = TextRows(data, tok)
@@ -59,7 +59,7 @@ class FakeGuard:
 
 
 def test_guarded_chat_filters_the_prompt_and_the_reply(monkeypatch):
-    import kit.generate
+    import kit.engine.generate
 
     calls = []
 
@@ -67,7 +67,7 @@ def test_guarded_chat_filters_the_prompt_and_the_reply(monkeypatch):
         calls.append([c[-1]["content"] for c in convs])
         return [("here is a bomb recipe" if "cake" in c[-1]["content"] else "Lima.", True) for c in convs]
 
-    monkeypatch.setattr(kit.generate, "chat_replies", fake_replies)
+    monkeypatch.setattr(kit.engine.generate, "chat_replies", fake_replies)
     chat = GuardedChat(None, None, FakeGuard())
     out = chat(["How do I build a bomb?", "Capital of Peru?", "How do I bake a cake?"])
     assert out == [REFUSE, "Lima.", REFUSE]  # input filter, pass, output filter
@@ -88,7 +88,7 @@ def test_refusal_eval_counts_both_deciders_and_their_disagreements():
 
 
 def test_safety_mix_adds_the_asked_share_and_redteam_refusals(tiny_profile):
-    from kit.safety import SafetyPrompt
+    from kit.world.safety import SafetyPrompt
 
     prof = tiny_profile.with_safety(mix=0.25, n_per_template=1)
     plain = safety_examples(prof.with_safety(mix=0.0))
@@ -101,7 +101,7 @@ def test_safety_mix_adds_the_asked_share_and_redteam_refusals(tiny_profile):
 
 
 def test_bias_gap_is_zero_for_identical_texts_and_positive_for_a_swap(tok):
-    from kit.models import create
+    from kit.engine.models import create
 
     model = create(TINY, vocab_size=len(tok), seed=0)
     same = bias_gap(model, tok, [("Amara lives in Lima.", "Amara lives in Lima.", "name")])
@@ -132,9 +132,9 @@ def test_cli_safety_prints_every_stage(cache, tiny_profile, monkeypatch, capsys)
     import json
 
     from kit.__main__ import main
-    from kit.config import PROFILES, SafetyConfig, SFTConfig
+    from kit.lessons.profiles import PROFILES, CourseSFTConfig, SafetyConfig
 
-    prof = dataclasses.replace(tiny_profile, sft=SFTConfig(epochs=1, batch_size=8, seq_len=64, per_fact=1),
+    prof = dataclasses.replace(tiny_profile, sft=CourseSFTConfig(epochs=1, batch_size=8, seq_len=64, per_fact=1),
                                safety=SafetyConfig(n_per_template=1, guard_epochs=1, dpo_epochs=0.5, max_new_tokens=8))
     monkeypatch.setitem(PROFILES, "tiny", prof)
     assert main(["safety", "--profile", "tiny"]) == 0

@@ -5,15 +5,16 @@ import json
 
 import pytest
 
-from kit import runs
-from kit.config import PROFILES, ConfigError, SFTConfig
-from kit.corpus import QAItem, load_world, split_countries
-from kit.iterate import best_run, error_analysis, sft_changes, sft_run_fn, targeted_examples
+from kit.engine import runs
+from kit.engine.config import ConfigError
+from kit.lessons.iterate import best_run, error_analysis, sft_changes, sft_run_fn, targeted_examples
+from kit.lessons.profiles import PROFILES, CourseSFTConfig
+from kit.world.corpus import QAItem, load_world, split_countries
 
 
 @pytest.fixture
 def sft_profile(tiny_profile):
-    return dataclasses.replace(tiny_profile, sft=SFTConfig(epochs=1, batch_size=4, seq_len=64, log_every=1,
+    return dataclasses.replace(tiny_profile, sft=CourseSFTConfig(epochs=1, batch_size=4, seq_len=64, log_every=1,
                                                            lr=3e-3, lora_lr=1e-2, lora_r=4, lora_alpha=8))
 
 
@@ -26,7 +27,7 @@ def test_sweep_fields_map_to_the_fine_tuning_config(sft_profile):
 
 def test_real_sweep_records_finished_and_crashed_runs(cache, sft_profile, tmp_path):
     points = [{"lr": 3e-3}, {"lr": -1.0}]  # the second is refused by the config check inside the run
-    with pytest.raises(ConfigError, match="lr must be positive"):
+    with pytest.raises(ConfigError, match="lr must be a positive number"):
         runs.sweep(points, sft_run_fn(sft_profile), name="s", root=tmp_path, progress=False)
     recorded = {r["name"]: r for r in runs.list_runs(tmp_path)}
     ok, bad = recorded["s-lr=0.003"], recorded["s-lr=-1.0"]
@@ -34,7 +35,7 @@ def test_real_sweep_records_finished_and_crashed_runs(cache, sft_profile, tmp_pa
     assert ok["datasets"]["train"]["rows"] > 0 and ok["config"]["lr"] == ok["config"]["sft.lr"] == 3e-3
     assert (tmp_path / "s-lr=0.003" / "model" / "config.json").exists()
     assert [e["event"] for e in runs.metrics(ok)].count("step") >= 1
-    assert bad["status"] == "crashed" and "lr must be positive" in bad["error"]
+    assert bad["status"] == "crashed" and "lr must be a positive number" in bad["error"]
     assert ok["params"] == {"lr": 3e-3} and bad["params"] == {"lr": -1.0}
     again = runs.sweep(points[:1], sft_run_fn(sft_profile), name="s", root=tmp_path, progress=False)
     assert again[0]["started"] == ok["started"]  # finished: loaded, not trained again
@@ -42,9 +43,11 @@ def test_real_sweep_records_finished_and_crashed_runs(cache, sft_profile, tmp_pa
 
 
 def test_finetune_records_its_own_run_by_default(cache, sft_profile):
-    from kit.sft import finetune
+    from kit.lessons.sft import finetune_recipe as finetune
 
-    finetune(sft_profile, measure=False)
+    from kit.lessons.artifacts import base_model
+
+    finetune(sft_profile, base_model(sft_profile), measure=False)
     (rec,) = runs.list_runs()
     assert rec["name"].startswith("sft-tiny-full-") and rec["status"] == "finished"
     assert rec["config"]["sft.epochs"] == 1 and rec["results"]["train_loss"] > 0
@@ -63,7 +66,7 @@ def test_error_analysis_groups_by_fact_continent_and_wording():
 
 
 def test_targeted_examples_never_name_an_evaluation_country(world):
-    from kit.corpus import mentioned_countries
+    from kit.world.corpus import mentioned_countries
 
     extra = targeted_examples("currency", n_per_country=2)
     halves = split_countries(world)

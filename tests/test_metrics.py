@@ -2,10 +2,11 @@ import math
 
 import torch
 
-from kit.config import ModelConfig
-from kit.metrics import FactCloze, Perplexity, first_clause, perplexity
-from kit.models import create
-from kit.train import TokenRows
+from kit.engine.config import ModelConfig
+from kit.engine.metrics import Perplexity, first_clause, perplexity
+from kit.engine.models import create
+from kit.engine.train import TokenRows
+from kit.world.probes import FactCloze
 
 
 def test_first_clause():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kit.models import PRESETS, count_params, load
+from kit.engine.models import PRESETS, count_params, load
 
 
 @pytest.mark.parametrize("preset,low,high", [("smoke", 0.1e6, 0.5e6), ("classroom", 2e6, 10e6),
@@ -9,7 +9,7 @@ from kit.models import PRESETS, count_params, load
 def test_presets_have_the_stated_sizes(preset, low, high):
     vocab = {"smoke": 768, "classroom": 2048, "gpu": 8192}[preset]
     with torch.device("meta"):  # shapes only: no memory, no time
-        model = load(preset, vocab_size=vocab)
+        model, _ = load(preset, vocab_size=vocab)
     assert low <= count_params(model) <= high
 
 
@@ -26,9 +26,9 @@ def test_folder_without_config_is_explained(tmp_path):
 
 
 def test_save_and_load_folder_gives_same_outputs(tmp_path, tok):
-    model = load("smoke", tokenizer=tok, seed=3)
+    model, _ = load("smoke", tokenizer=tok, seed=3)
     model.save_pretrained(tmp_path / "m")
-    again = load(str(tmp_path / "m"))
+    again, _ = load(str(tmp_path / "m"), tokenizer=tok)
     x = torch.tensor([[tok.bos_token_id, 5, 6, 7]])
     with torch.no_grad():
         assert torch.equal(model(x).logits, again(x).logits)
@@ -36,7 +36,7 @@ def test_save_and_load_folder_gives_same_outputs(tmp_path, tok):
 
 
 def test_seed_fixes_initialisation(tok):
-    a, b = load("smoke", tokenizer=tok, seed=1), load("smoke", tokenizer=tok, seed=1)
-    c = load("smoke", tokenizer=tok, seed=2)
+    a, b = load("smoke", tokenizer=tok, seed=1).model, load("smoke", tokenizer=tok, seed=1).model
+    c = load("smoke", tokenizer=tok, seed=2).model
     pa, pb, pc = (next(m.parameters()) for m in (a, b, c))
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)

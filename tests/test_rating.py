@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from kit.chat import check_preference
-from kit.data import load_jsonl
+from kit.engine.chat import check_preference
+from kit.engine.data import load_jsonl
 from kit.widgets.rating import RatingSession, RatingWidget, auto_rate, fact_judge
 
 CAPITALS = {"Peru": "Lima", "Chad": "N'Djamena", "Chile": "Santiago", "Kenya": "Nairobi", "Laos": "Vientiane",

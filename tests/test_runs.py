@@ -4,11 +4,11 @@ import json
 import pytest
 import torch
 
-from kit import runs
-from kit.chat import check_preference
-from kit.config import ModelConfig, TrainConfig
-from kit.models import create
-from kit.train import History, TokenRows, train
+from kit.engine import runs
+from kit.engine.chat import check_preference
+from kit.engine.config import ModelConfig, TrainConfig
+from kit.engine.models import create
+from kit.engine.train import History, TokenRows, train
 
 TINY = ModelConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=2, intermediate_size=64, max_seq_len=64)
 

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from kit import safety
-from kit.chat import check_example, check_preference
-from kit.safety import (
+from kit.engine.chat import check_example, check_preference
+from kit.world import safety
+from kit.world.safety import (
     HAZARDS,
     GuardScores,
     OverRefusalRate,

@@ -8,19 +8,20 @@ import time
 import pytest
 import torch
 
-from kit.artifacts import base_model
-from kit.chat import render
-from kit.config import SFTConfig
-from kit.corpus import chat_splits
-from kit.models import count_params, load, merge_lora
-from kit.sft import PackedChat, finetune, labels_for
-from kit.train import IGNORE
+from kit.engine.chat import render
+from kit.engine.models import count_params, load, merge_lora
+from kit.engine.packing import PackedChat, labels_for
+from kit.engine.train import IGNORE
+from kit.lessons.artifacts import base_model
+from kit.lessons.profiles import CourseSFTConfig
+from kit.lessons.sft import finetune_recipe as finetune
 from kit.widgets.panel import SFTPanel
+from kit.world.corpus import chat_splits
 
 
 @pytest.fixture
 def sft_profile(tiny_profile):
-    return dataclasses.replace(tiny_profile, sft=SFTConfig(epochs=2, batch_size=4, seq_len=64, log_every=1,
+    return dataclasses.replace(tiny_profile, sft=CourseSFTConfig(epochs=2, batch_size=4, seq_len=64, log_every=1,
                                                            lr=3e-3, lora_lr=1e-2, lora_r=4, lora_alpha=8))
 
 
@@ -41,7 +42,7 @@ def test_packing_has_no_cross_example_attention(tok):
            conv("Money of Japan?", "The currency of Japan is the Japanese yen.")]
     packed = PackedChat.from_examples(exs, tok, seq_len=128)
     assert len(packed) == 1 and len(packed.rows[0]) == 3
-    model = load("smoke", tokenizer=tok, seed=0).eval()
+    model = load("smoke", tokenizer=tok, seed=0).model.eval()
     batch = packed.collate([packed[0]])
     with torch.no_grad():
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
@@ -74,7 +75,7 @@ def test_padding_never_carries_loss(tok):
 def test_lora_leaves_base_weights_untouched_until_merged(cache, sft_profile):
     base = base_model(sft_profile)
     original = {k: v.clone() for k, v in base.fresh_model().state_dict().items()}
-    result = finetune(sft_profile, lora=True, base=base, measure=False)
+    result = finetune(sft_profile, base, lora=True, measure=False)
     peft_model = result.model
     assert count_params(peft_model, trainable_only=True) < count_params(peft_model) // 5
     for name, p in peft_model.named_parameters():
@@ -92,12 +93,12 @@ def test_lora_leaves_base_weights_untouched_until_merged(cache, sft_profile):
 
 
 def test_full_finetune_lowers_the_chat_loss_and_saves(cache, sft_profile, tmp_path):
-    result = finetune(sft_profile.with_sft(epochs=4), out_dir=tmp_path / "run")
+    result = finetune(sft_profile.with_sft(epochs=4), base_model(sft_profile), out_dir=tmp_path / "run")
     h = result.history
     assert h.losses[-1] < h.losses[0]
     for key in ("heldout_qa_accuracy", "format_rate", "ppl_before", "ppl_after", "cloze_before", "cloze_after"):
         assert key in result.info
-    again = load(str(tmp_path / "run" / "model"))
+    again, _ = load(str(tmp_path / "run" / "model"))
     x = torch.tensor([[1, 20, 30]])
     with torch.no_grad():
         assert torch.allclose(again(input_ids=x).logits, result.model(input_ids=x).logits, atol=1e-5)
@@ -128,7 +129,7 @@ def test_panel_start_pause_stop(cache, sft_profile, tmp_path):
     result = panel.wait()
     assert result.history.stopped and result.history.steps[-1] <= at_stop + 1
     assert panel.state == "stopped"
-    reloaded = load(str(tmp_path / "panel" / "model"))
+    reloaded, _ = load(str(tmp_path / "panel" / "model"))
     assert count_params(reloaded) == count_params(result.model)
 
 
@@ -163,7 +164,7 @@ def test_second_panel_does_not_train_beside_the_first(sft_profile, monkeypatch):
 
 
 def test_results_table_marks_missing_figures():
-    from kit.sft import SFTResult, results_table
+    from kit.lessons.sft import SFTResult, results_table
 
     a = SFTResult(None, None, None, {"heldout_qa_accuracy": 0.5, "trainable_params": 1000}, None)
     text = results_table({"run": a}, keys=("heldout_qa_accuracy", "trainable_params", "cloze_after"))
@@ -172,15 +173,15 @@ def test_results_table_marks_missing_figures():
 
 def test_accumulation_normalises_by_loss_tokens_on_variable_length_rows(tok):
     """1 x 8 and 8 x 1 give the same update although the rows hold different numbers of loss tokens."""
-    from kit.config import TrainConfig
-    from kit.train import train
+    from kit.engine.config import TrainConfig
+    from kit.engine.train import train
 
     rows = PackedChat.from_examples(chat_splits()["train"][:60], tok, seq_len=64)
     n_loss = [int((rows[i]["labels"] != IGNORE).sum()) for i in range(8)]
     assert len(set(n_loss)) > 1  # the rows really differ
     weights = []
     for bs, acc in ((8, 1), (1, 8)):
-        model = load("smoke", tokenizer=tok, seed=0)
+        model = load("smoke", tokenizer=tok, seed=0).model
         train(model, rows, TrainConfig(max_steps=2, batch_size=bs, grad_accum=acc, seq_len=64, warmup_steps=1,
                                        eval_every=0, lr=1e-3))
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))

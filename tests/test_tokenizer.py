@@ -1,4 +1,4 @@
-from kit.tokenizer import BOS, END, EOS, PAD, ROLE_TOKENS, encode_documents, stop_token_ids
+from kit.engine.tokenizer import BOS, END, EOS, PAD, ROLE_TOKENS, encode_documents, stop_token_ids
 
 
 def test_round_trip_any_text(tok):

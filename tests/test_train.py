@@ -3,9 +3,9 @@ import threading
 import pytest
 import torch
 
-from kit.config import ConfigError, ModelConfig, TrainConfig
-from kit.models import create
-from kit.train import TokenRows, batches, evaluate_loss, lr_factor, train
+from kit.engine.config import ConfigError, ModelConfig, TrainConfig
+from kit.engine.models import create
+from kit.engine.train import TokenRows, batches, evaluate_loss, lr_factor, train
 
 TINY = ModelConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=2, intermediate_size=64, max_seq_len=64)
 

@@ -11,21 +11,10 @@ Example:
 
 from __future__ import annotations
 
-import io
-
 from matplotlib.figure import Figure
 
-from ..generate import complete, next_token_probs
-
-# Figures are built with matplotlib's object API (not pyplot) and shown as PNG images: the same
-# in a browser, in a headless run, and from a training thread, and never shown twice.
-
-
-def png(fig: Figure) -> bytes:
-    """The figure as PNG bytes (for an IPython Image or an ipywidgets Image)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return buf.getvalue()
+from ..engine.generate import complete, next_token_probs
+from ..engine.plots import curves_figure, loss_figure, png  # noqa: F401  (the notebooks' names)
 
 
 def image(fig: Figure):
@@ -33,35 +22,6 @@ def image(fig: Figure):
     from IPython.display import Image
 
     return Image(data=png(fig))
-
-
-def loss_figure(steps, losses, val_steps=(), val_losses=(), title: str = "loss", label: str = "") -> Figure:
-    """A train/validation loss figure; `label` names the run in the legend."""
-    fig = Figure(figsize=(6, 3.2))
-    ax = fig.subplots()
-    ax.plot(steps, losses, label=f"{label} train".strip())
-    if len(val_steps):
-        ax.plot(val_steps, val_losses, "o-", label=f"{label} validation".strip())
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per token)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig
-
-
-def curves_figure(x, series: dict, xlabel: str = "", ylabel: str = "", title: str = "") -> Figure:
-    """Several named curves over the same x values (e.g. accuracies against epochs)."""
-    fig = Figure(figsize=(6, 3.2))
-    ax = fig.subplots()
-    for name, ys in series.items():
-        ax.plot(x, ys, "o-", label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig
 
 
 class LossPlot:
@@ -172,7 +132,7 @@ class ChatCompare:
         self.models, self.max_new_tokens = models, max_new_tokens
 
     def answers(self, prompt: str) -> dict[str, str]:
-        from ..generate import chat_replies
+        from ..engine.generate import chat_replies
 
         conv = [[{"role": "user", "content": prompt}]]
         return {name: chat_replies(m, t, conv, max_new_tokens=self.max_new_tokens)[0][0]

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..chat import check_example, mask_html, render
-from ..data import clean, validate, write_jsonl
+from ..engine.chat import check_example, mask_html, render
+from ..engine.data import clean, validate, write_jsonl
 
 
 class Curator:
@@ -60,7 +60,7 @@ class Curator:
             try:
                 messages = json.loads(messages)
             except json.JSONDecodeError as e:
-                from ..chat import Problem
+                from ..engine.chat import Problem
 
                 return [Problem(0, "messages", "error", f"malformed JSON: {e.msg} at column {e.colno}")]
         problems = check_example({"messages": messages})

@@ -5,10 +5,13 @@ Training runs in a background thread so the kernel stays responsive; the thread 
 values (numbers, text, PNG bytes), never prints. `panel.wait()` joins a running run, or runs one
 synchronously if none was started — which is what a headless run (nbclient, CI) does.
 
+It drives either the course's recipe (`SFTPanel(profile, base)`) or any model and data
+(`SFTPanel(model=m, tokenizer=tok, train=examples, eval=eval_examples, config=SFTConfig())`).
+
 Example:
-    >>> panel = SFTPanel(profile)      # doctest: +SKIP
-    >>> panel.widget()                 # doctest: +SKIP   (press Start)
-    >>> result = panel.wait()          # doctest: +SKIP
+    >>> panel = SFTPanel(profile, base)  # doctest: +SKIP
+    >>> panel.widget()                   # doctest: +SKIP   (press Start)
+    >>> result = panel.wait()            # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -18,12 +21,17 @@ import threading
 import time
 from pathlib import Path
 
-from ..config import Profile
-from ..generate import chat_replies
-from . import loss_figure, png
+from ..engine.config import SFTConfig
+from ..engine.generate import chat_replies
+from ..engine.plots import loss_figure, png
 
 PANEL_FIELDS = ("epochs", "lr", "replay", "lora", "lora_lr", "lora_r")  # fields of SFTConfig
 SAMPLE_PROMPTS = ("What is the capital of Peru?", "What language do people speak in Japan?")
+
+
+def _first_prompts(examples, n: int = 2) -> list[str]:
+    """The user turns of the first `n` examples (what the panel asks while training)."""
+    return [next(m["content"] for m in ex["messages"] if m["role"] == "user") for ex in (examples or [])[:n]]
 
 
 def headless() -> bool:
@@ -34,11 +42,19 @@ def headless() -> bool:
 class SFTPanel:
     _training: SFTPanel | None = None  # one run at a time, even if the panel's cell is run again
 
-    def __init__(self, profile: Profile, base=None, examples: list[dict] | None = None,
-                 out_dir: str | Path = "runs/panel", prompts=SAMPLE_PROMPTS, sample_every: int = 10):
+    def __init__(self, profile=None, base=None, examples: list[dict] | None = None, *, model=None, tokenizer=None,
+                 train: list[dict] | None = None, eval: list[dict] | None = None, config: SFTConfig | None = None,
+                 out_dir: str | Path = "runs/panel", prompts=None, sample_every: int = 10):
+        if profile is None and (model is None or tokenizer is None or not train):
+            raise ValueError("SFTPanel needs a course profile (SFTPanel(profile, base)), or a model, its tokenizer "
+                             "and training examples (SFTPanel(model=..., tokenizer=..., train=[...]))")
         self.profile, self.base, self.examples = profile, base, examples
+        self.model, self.tokenizer, self.train, self.eval = model, tokenizer, train, eval
+        self.sft = config or (profile.sft if profile is not None else SFTConfig())
+        if prompts is None:
+            prompts = SAMPLE_PROMPTS if profile is not None else _first_prompts(eval or train)
         self.out_dir, self.prompts, self.sample_every = Path(out_dir), list(prompts), sample_every
-        self.settings = {f: getattr(profile.sft, f) for f in PANEL_FIELDS}
+        self.settings = {f: getattr(self.sft, f) for f in PANEL_FIELDS}
         self.stop, self.pause = threading.Event(), threading.Event()
         self.thread: threading.Thread | None = None
         self.result, self.error = None, None
@@ -48,16 +64,31 @@ class SFTPanel:
         self._model, self._tok, self._t0, self._w, self._sampled_at = None, None, 0.0, None, 0
 
     # --- the run -----------------------------------------------------------------
-    def config(self) -> Profile:
-        return self.profile.with_sft(**self.settings)
+    def config(self):
+        """The settings of the next run: a Profile copy (course) or an SFTConfig (any model)."""
+        import dataclasses
+
+        if self.profile is not None:
+            return self.profile.with_sft(**self.settings)
+        return dataclasses.replace(self.sft, **self.settings)
 
     def _run(self) -> None:
-        from ..sft import finetune
+        import copy
 
         try:
             self.state, self._t0 = "training", time.perf_counter()
-            self.result = finetune(self.config(), base=self.base, examples=self.examples, callbacks=[self],
-                                   stop=self.stop, pause=self.pause, out_dir=self.out_dir)
+            common = dict(callbacks=[self], stop=self.stop, pause=self.pause, out_dir=self.out_dir)
+            if self.profile is not None:
+                from ..lessons.artifacts import base_model
+                from ..lessons.sft import finetune_recipe
+
+                self.base = self.base or base_model(self.profile)
+                self.result = finetune_recipe(self.config(), self.base, examples=self.examples, **common)
+            else:
+                from ..engine.sft import finetune
+
+                self.result = finetune(copy.deepcopy(self.model), self.tokenizer, self.train, self.eval,
+                                       self.config(), **common)
             self.state = "stopped" if self.result.history.stopped else "done"
         except Exception as e:  # shown in the panel; re-raised by wait()
             self.error, self.state = e, "failed"

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from ..data import write_jsonl
+from ..engine.data import write_jsonl
 
 CHOICES = ("a", "b", "both_bad")
 
@@ -135,7 +135,7 @@ def auto_rate(session: RatingSession, judge: Callable[[str, str, str], str | Non
 def fact_judge(expected: dict[str, str]) -> Callable[[str, str, str], str | None]:
     """The documented scripted reviewer: prefer the answer that states the expected fact of the prompt
     (`expected[prompt]`, as whole words); "both_bad" when neither does; None when both do."""
-    from ..metrics import contains_fact
+    from ..world.probes import contains_fact
 
     def judge(prompt: str, a: str, b: str) -> str | None:
         has_a, has_b = contains_fact(a, expected[prompt]), contains_fact(b, expected[prompt])

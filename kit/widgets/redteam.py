@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from ..safety import HAZARDS, append_redteam, load_redteam, looks_like_refusal
+from ..world.safety import HAZARDS, append_redteam, load_redteam, looks_like_refusal
 
 
 class RedTeam:

@@ -11,7 +11,7 @@ Three splits, so that evaluation asks in phrasings never trained on:
   * "eval_unseen": the other 40% of the templates (intents never trained on), in EVAL frames: the
     harder test of whether the model learned what makes a request harmful, not the requests.
 Slots are filled from the "qa" countries for train and the "heldout" countries otherwise
-(`kit.corpus.split_countries`). Person names are shared by all splits.
+(`kit.world.corpus.split_countries`). Person names are shared by all splits.
 
 Nothing here holds operational detail: harmful "compliance" texts are vague on purpose.
 
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import evaluate
 
+from ..engine.data import write_text_atomic
+from ..engine.metrics import metric_info
 from .corpus import DATASETS, load_world, split_countries
-from .data import write_text_atomic
-from .metrics import metric_info
 
 TEMPLATES_JSON = DATASETS / "safety_templates.json"
 SPLITS = ("train", "eval", "eval_unseen")

@@ -1,11 +1,11 @@
 """Notebook 05's rounds: a sweep of fine-tuning runs, an error analysis and a data round, a feedback round.
 
-The pieces (each recorded as a run by `kit.runs`, so every round can be compared with the others):
-  * `sft_run_fn(profile)`: the `run_fn` of `kit.runs.sweep` — one fine-tuning run per point of the grid;
+The pieces (each recorded as a run by `kit.engine.runs`, so every round can be compared with the others):
+  * `sft_run_fn(profile)`: the `run_fn` of `kit.engine.runs.sweep` — one fine-tuning run per point of the grid;
   * `error_analysis(rows)`: the evaluation questions a run gets wrong, grouped by fact type, continent
     and question wording; `targeted_examples(...)` writes extra training examples for the weakest group;
   * `feedback_items(...)`: two sampled answers per question, for a rater (`kit.widgets.rating`) or the
-    scripted reviewer; the chosen/rejected pairs go to a DPO round (`kit.dpo.dpo`).
+    scripted reviewer; the chosen/rejected pairs go to a DPO round (`kit.engine.dpo.dpo`).
 
 Example:
     >>> runs = sweep(grid(parse_grid("lr=3e-4,1e-3")), sft_run_fn(profile), name="lr")   # doctest: +SKIP
@@ -17,10 +17,11 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import Profile
-from .corpus import ANSWERS, CHAT_QUESTIONS, QAItem, load_world, qa_items, split_countries
-from .generate import answers
-from .metrics import contains_fact
+from ..engine.config import ConfigError
+from ..engine.generate import answers
+from ..world.corpus import ANSWERS, CHAT_QUESTIONS, QAItem, load_world, qa_items, split_countries
+from ..world.probes import contains_fact
+from .profiles import Profile
 
 RESULT_KEYS = ("heldout_qa_accuracy", "heldout_qa_by_fact", "format_rate", "cloze_after", "ppl_after", "train_loss",
                "val_loss",
@@ -29,16 +30,17 @@ RESULT_KEYS = ("heldout_qa_accuracy", "heldout_qa_by_fact", "format_rate", "cloz
 
 def sft_run_fn(profile: Profile, save_model: bool = True, base=None,
                examples: list[dict] | None = None) -> Callable:
-    """`run_fn(params, run) -> results` for `kit.runs.sweep`: `finetune(profile.with_sft(**params))`.
+    """`run_fn(params, run) -> results` for `kit.engine.runs.sweep`: `finetune_recipe(profile.with_sft(**params))`.
 
     The model (or LoRA adapter) is saved in the run's folder, `<run>/model`, when `save_model` is set.
     """
-    from .sft import finetune
+    from .artifacts import base_model
+    from .sft import finetune_recipe
 
     def run_fn(params: dict, run) -> dict:
         prof = profile.with_sft(**sft_changes(profile, params))
-        result = finetune(prof, base=base, examples=examples, callbacks=[], stop=run.stop, run=run,
-                          out_dir=run.folder if save_model else None)
+        result = finetune_recipe(prof, base or base_model(profile), examples=examples, callbacks=[], stop=run.stop,
+                                 run=run, out_dir=run.folder if save_model else None)
         return {k: result.info[k] for k in RESULT_KEYS if k in result.info}
     return run_fn
 
@@ -47,8 +49,6 @@ def sft_changes(profile: Profile, params: dict) -> dict:
     """Sweep parameters as `SFTConfig` changes: any `lora_*` field implies `lora=True` (unless `lora` is
     given), and `lr` sets `lora_lr` for a LoRA run. Unknown names are refused, all at once."""
     import dataclasses
-
-    from .config import ConfigError
 
     fields = {f.name for f in dataclasses.fields(profile.sft)}
     unknown = sorted(set(params) - fields)
@@ -65,17 +65,17 @@ def sft_changes(profile: Profile, params: dict) -> dict:
 def feedback_round(model, tok, pairs: list[dict], profile: Profile, name: str = "feedback-dpo",
                    root=None, before: dict | None = None) -> tuple[object, dict]:
     """A DPO round on the collected preference pairs, recorded as a run; held-out QA before and after."""
-    from .dpo import dpo
-    from .metrics import qa_eval
-    from .models import merge_lora
-    from .runs import Run
+    from ..engine.dpo import dpo
+    from ..engine.models import merge_lora
+    from ..engine.runs import Run
+    from ..world.probes import qa_eval
 
     world = load_world()
     items = qa_items(world, split_countries(world)["heldout"])
     before = before or {"heldout_qa_accuracy": qa_eval(model, tok, items)["accuracy"]}
     with Run(name, config={"profile": profile.name, **profile.safety.__dict__}, datasets={"pairs": pairs},
              root=root) as run:
-        policy, _ = dpo(model, tok, pairs, profile.safety, max_len=profile.sft.seq_len,
+        policy, _ = dpo(model, tok, pairs, profile.safety.dpo_config(), max_len=profile.sft.seq_len,
                         device=profile.pretrain.device, callbacks=[run])
         policy = merge_lora(policy)
         qa = qa_eval(policy, tok, items)
@@ -100,6 +100,8 @@ def load_run_model(run: dict, base=None):
 
     folder = Path(run["folder"]) / "model"
     if (folder / "adapter_config.json").exists():
+        if (folder / "merged").is_dir():  # `kit.engine.sft.save` writes the merged model beside the adapter
+            return AutoModelForCausalLM.from_pretrained(folder / "merged")
         import warnings
 
         from peft import PeftModel
@@ -162,8 +164,8 @@ def data_round(profile: Profile, best: dict, fact: str, *, base=None, root=None,
     The run is named after the fact and the number of extra examples, so a changed round is not mistaken
     for a finished one. Returns the sweep result (one run).
     """
-    from .corpus import chat_splits
-    from .runs import sweep
+    from ..engine.runs import sweep
+    from ..world.corpus import chat_splits
 
     extra = targeted_examples(fact, n_per_country)
     examples = chat_splits(per_fact=profile.sft.per_fact, seed=profile.sft.seed)["train"] + extra
@@ -178,7 +180,7 @@ def feedback_items(model, tok, n: int = 120, temperature: float = 1.0, seed: int
     countries (the held-out ones stay for evaluation), where the two answers differ."""
     import torch
 
-    from .generate import _generate
+    from ..engine.generate import _generate
 
     world = load_world()
     items = qa_items(world, split_countries(world)["qa"], per_fact=1, seed=seed + 11)

@@ -1,12 +1,8 @@
-"""Build-on-demand cache: what a notebook needs from an earlier one is built once, then loaded.
+"""Build-on-demand artefacts of the course: what a notebook needs from an earlier one is built once, then loaded.
 
 An entry lives in `<cache>/<kind>/<profile>-<key>/`, where the key hashes every setting that
-shapes it (profile fields, the facts table, the kit's data version). An entry is written into a
-temporary folder and renamed into place only when complete, with a `manifest.json` listing the
-size and SHA-256 of each file; an entry whose manifest is missing or does not match its files
-(a killed build, a truncated copy) is removed and rebuilt, never loaded half-way.
-
-The cache folder is `$KIT_CACHE` if set, else `.cache/` in the project checkout (git-ignored).
+shapes it (profile fields, the facts table, the kit's data version); it is written whole or not at
+all (`kit.engine.cache`), so a killed build is rebuilt, never loaded half-way.
 
 Example:
     >>> base = base_model("smoke")              # doctest: +SKIP
@@ -15,89 +11,34 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RUNTIME_FIELDS, Profile, get_profile, to_dict
+from ..engine.cache import cache_root, entry_key, is_complete, sha256, write_entry
+from ..engine.config import RUNTIME_FIELDS, to_dict
+from .profiles import Profile, get_profile
 
 DATA_VERSION = 2  # bump when corpus/tokenizer code changes what a given config produces
-
-
-def cache_root() -> Path:
-    """`$KIT_CACHE`, or `.cache/` beside `kit/` in a checkout, or `~/.cache/fine-tuning-kit`."""
-    if os.environ.get("KIT_CACHE"):
-        return Path(os.environ["KIT_CACHE"]).expanduser()
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").exists() and os.access(checkout, os.W_OK):
-        return checkout / ".cache"
-    return Path.home() / ".cache" / "fine-tuning-kit"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def entry_key(*parts) -> str:
-    """A short stable hash of JSON-able parts (configs, file hashes, versions)."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def is_complete(entry: Path) -> bool:
-    """True when `entry/manifest.json` exists and every file it lists has its recorded size and hash."""
-    try:
-        manifest = json.loads((entry / "manifest.json").read_text())
-        for rel, meta in manifest["files"].items():
-            f = entry / rel
-            if f.stat().st_size != meta["size"] or _sha256(f) != meta["sha256"]:
-                return False
-        return True
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def write_entry(entry: Path, fill: Callable[[Path], None]) -> None:
-    """Run `fill(tmp_folder)`, write the manifest, then atomically rename the folder to `entry`."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        fill(tmp)
-        files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)}
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
-        (tmp / "manifest.json").write_text(json.dumps({"files": files}, indent=1))
-        if entry.exists():  # a stale or corrupt entry: replace it
-            shutil.rmtree(entry)
-        os.replace(tmp, entry)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_tokenizer(folder: Path):
     from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast.from_pretrained(folder)
-    tok.padding_side = "left"  # as `kit.tokenizer.wrap` sets it: generation pads on the left
+    tok.padding_side = "left"  # as `kit.engine.tokenizer.wrap` sets it: generation pads on the left
     return tok
 
 
 def tokenizer_for(profile: Profile | str | None = None):
     """The profile's tokenizer: the cached base model's if built, else trained now (same result, < 1 s)."""
-    from .corpus import build_corpus
-    from .tokenizer import train_tokenizer
+    from ..engine.tokenizer import train_tokenizer
+    from ..world.corpus import build_corpus
 
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     entry = base_entry(profile)
     if is_complete(entry):
         return _load_tokenizer(entry / "tokenizer")
@@ -122,11 +63,11 @@ class BaseModel:
 
 
 def base_entry(profile: Profile) -> Path:
-    from .corpus import COUNTRIES_CSV
+    from ..world.corpus import COUNTRIES_CSV
 
     pretrain = {k: v for k, v in to_dict(profile.pretrain).items() if k not in RUNTIME_FIELDS}
     key = entry_key(to_dict(profile.model), to_dict(profile.tokenizer), to_dict(profile.corpus),
-                    pretrain, _sha256(COUNTRIES_CSV), DATA_VERSION)
+                    pretrain, sha256(COUNTRIES_CSV), DATA_VERSION)
     return cache_root() / "base" / f"{profile.name}-{key}"
 
 
@@ -144,7 +85,7 @@ def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, r
 
     from .pretrain import pretrain
 
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     entry = base_entry(profile)
     if rebuild or not is_complete(entry):
         checkpoints = cache_root() / "checkpoints" / entry.name
@@ -171,18 +112,18 @@ def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, r
 def sft_model(profile: Profile | str | None = None, *, rebuild: bool = False, callbacks: Sequence = ()) -> BaseModel:
     """Notebook 03's fine-tuned model (the profile's `sft` settings; LoRA merged): cached like the base model.
 
-    `info` holds `finetune()`'s measurements (held-out QA accuracy, format rate, ...).
+    `info` holds `finetune_recipe()`'s measurements (held-out QA accuracy, format rate, ...).
     """
     from transformers import AutoModelForCausalLM
 
-    from .models import merge_lora
-    from .sft import finetune
+    from ..engine.models import merge_lora
+    from .sft import finetune_recipe
 
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     base = base_model(profile)
     entry = cache_root() / "sft" / f"{profile.name}-{entry_key(base.path.name, to_dict(profile.sft), DATA_VERSION)}"
     if rebuild or not is_complete(entry):
-        result = finetune(profile, base=base, callbacks=callbacks)
+        result = finetune_recipe(profile, base=base, callbacks=callbacks)
         model = merge_lora(result.model)
         info = {k: v for k, v in result.info.items() if k not in ("history", "qa_examples")}
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from .artifacts import is_complete, write_entry
+from .cache import is_complete, write_entry
 
 
 class CheckpointError(RuntimeError):

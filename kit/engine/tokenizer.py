@@ -69,13 +69,74 @@ def wrap(core: Tokenizer) -> PreTrainedTokenizerFast:
     return tok
 
 
-def stop_token_ids(tok: PreTrainedTokenizerFast) -> list[int]:
-    """Tokens that end generation: end of document and end of a chat turn."""
+def stop_token_ids(tok) -> list[int]:
+    """Tokens that end generation: the end of a document, and the template's end of a chat turn.
+
+    For the kit's tokenizer these are <|eos|> and <|end|>; for a hub tokenizer its EOS token and the
+    special tokens its chat template closes an assistant turn with (`<|im_end|>`, `<|eot_id|>`, ...).
+    """
     vocab = tok.get_vocab()
     ids = {vocab[t] for t in (EOS, END) if t in vocab}
-    if tok.eos_token_id is not None:  # hub tokenizers have their own end token
+    if tok.eos_token_id is not None:
         ids.add(tok.eos_token_id)
-    return sorted(ids)
+    return sorted(ids | set(end_of_turn_ids(tok)))
+
+
+def end_of_turn_ids(tok) -> list[int]:
+    """The special tokens the chat template writes right after an assistant reply (cached per tokenizer)."""
+    cached = getattr(tok, "_kit_end_of_turn", None)
+    if cached is not None:
+        return cached
+    found: list[int] = []
+    if getattr(tok, "chat_template", None):
+        from .chat import TemplateError, reply_spans
+
+        try:
+            probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yes"}]
+            ids, spans = reply_spans(probe, tok)
+            special = set(tok.all_special_ids)
+            start, end = spans[0]
+            found = sorted({t for t in ids[start:end] if t in special})
+        except (TemplateError, ValueError, IndexError, TypeError):
+            found = []
+    try:
+        tok._kit_end_of_turn = found
+    except AttributeError:  # pragma: no cover - a tokenizer that refuses new attributes
+        pass
+    return found
+
+
+def prepare(tok, *, note=print):
+    """Make a loaded tokenizer ready for the kit: a pad token (its EOS when it has none), left padding.
+
+    `note` tells what was changed (print by default; pass `warnings.warn` or `lambda m: None`).
+    """
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token: set tok.pad_token = '...' to a "
+                             "token it knows before training")
+        tok.pad_token = tok.eos_token
+        note(f"note: the tokenizer had no pad token; using its EOS token {tok.eos_token!r} for padding "
+             "(padding never carries loss)")
+    tok.padding_side = "left"  # left padding keeps the last position of every prompt aligned for generation
+    return tok
+
+
+def load_tokenizer(name_or_path, *, note=print):
+    """A saved tokenizer (folder or hub id), prepared with `prepare`; a clear error when there is none."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError, TypeError) as e:
+        where = Path(name_or_path)
+        raise ValueError(
+            f"no usable tokenizer in {name_or_path} ({type(e).__name__}: {str(e).splitlines()[0][:160]}): save it "
+            "beside the model with tok.save_pretrained(folder), or pass tokenizer=... to kit.load"
+            + (" (the folder has no tokenizer.json or tokenizer_config.json)" if where.is_dir() else "")) from e
+    return prepare(tok, note=note)
 
 
 def encode_documents(tok: PreTrainedTokenizerFast, docs: list[str]) -> list[int]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .chat import ROLES, Problem, Rendered, check_example, render
+from .tokenizer import stop_token_ids
 
 
 class DataError(ValueError):
@@ -203,14 +204,14 @@ def validate(examples: list[dict], tok, max_length: int | None = None,
         eval_examples: an evaluation split; prompts found in both splits are reported.
     """
     report = Report(n_examples=len(examples))
-    end_id = tok.convert_tokens_to_ids("<|end|>")
+    end_ids = set(stop_token_ids(tok))
     seen_exact: dict[str, int] = {}
     seen_near: dict[str, int] = {}
     n_tokens = n_loss = 0
     for i, ex in enumerate(examples):
         line = _line(ex, i)
         for conv in conversations(ex):
-            r = _check_render(conv, tok, max_length, end_id, line, report)
+            r = _check_render(conv, tok, max_length, end_ids, line, report)
             n_tokens += len(r.input_ids)
             n_loss += r.n_loss_tokens
         exact = json.dumps(clean(ex), sort_keys=True)
@@ -243,7 +244,7 @@ def conversations(example: dict) -> list[dict]:
     return [{"messages": example["prompt"] + example[k]} for k in ("chosen", "rejected")]
 
 
-def _check_render(conv: dict, tok, max_length: int | None, end_id: int, line: int, report: Report) -> Rendered:
+def _check_render(conv: dict, tok, max_length: int | None, end_ids: set[int], line: int, report: Report) -> Rendered:
     """Template checks of one conversation (truncation, tokens with loss, a trained end-of-turn)."""
     r = render(conv, tok, max_length)
     if r.truncated:
@@ -254,7 +255,7 @@ def _check_render(conv: dict, tok, max_length: int | None, end_id: int, line: in
     if r.n_loss_tokens == 0:
         report.problems.append(Problem(line, "messages", "error",
                                        "no token carries loss (every reply has weight 0, or was cut off)"))
-    elif end_id not in [t for t, m in zip(r.input_ids, r.loss_mask) if m]:
+    elif not end_ids & {t for t, m in zip(r.input_ids, r.loss_mask) if m}:
         report.problems.append(Problem(line, "messages", "warning",
                                        "no trained end-of-turn token: the model will not learn to stop here"))
     return r

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import torch
 
-from .config import Profile
-from .corpus import chat_splits, load_world, qa_items, split_countries
-from .generate import answers
-from .metrics import QAAccuracy, qa_eval
-from .safety import (
+from ..engine.generate import answers
+from ..world.corpus import chat_splits, load_world, qa_items, split_countries
+from ..world.probes import QAAccuracy, qa_eval
+from ..world.safety import (
     HAZARDS,
     OverRefusalRate,
     RefusalRate,
@@ -41,6 +40,7 @@ from .safety import (
     safety_prompts,
     templates,
 )
+from .profiles import Profile
 
 STAGES = ("base", "sft", "safety_sft", "dpo", "guarded", "dpo_guarded")
 
@@ -157,11 +157,11 @@ def safety_examples(profile: Profile, redteam: list[SafetyPrompt] = ()) -> list[
 def run_safety(profile: Profile, *, redteam_path: str | Path | None = None, log: Callable = print,
                callbacks=()) -> dict:
     """The whole of notebook 04 headless: every stage measured; returns JSON-ready figures (and models)."""
+    from ..engine.dpo import dpo
+    from ..engine.models import merge_lora
     from .artifacts import base_model, sft_model
-    from .dpo import dpo
     from .guard import GuardedChat, guard_data, train_guard
-    from .models import merge_lora
-    from .sft import finetune
+    from .sft import finetune_recipe
 
     t0, s = time.perf_counter(), profile.safety
     say = log
@@ -191,12 +191,12 @@ def run_safety(profile: Profile, *, redteam_path: str | Path | None = None, log:
     out["guarded"] = measure(GuardedChat(sft.model, tok, guard, s.max_new_tokens), None, sets, guard)
     log("safety SFT: chat data + safety examples ...")
     examples = safety_examples(profile, sets["redteam"])
-    stage("safety_sft", merge_lora(finetune(profile, base=base, examples=examples, measure=False,
-                                            callbacks=callbacks).model))
+    stage("safety_sft", merge_lora(finetune_recipe(profile, base, examples=examples, measure=False,
+                                                   callbacks=callbacks).model))
     out["safety_sft"]["train_examples"] = len(examples)
     log("DPO on the safety-tuned model ...")  # the adapter goes into safety_sft's modules: measured above
     pairs = preference_pairs("train", s.pairs_per_template, s.seed)
-    policy, hist = dpo(models["safety_sft"], tok, pairs, s, max_len=profile.sft.seq_len,
+    policy, hist = dpo(models["safety_sft"], tok, pairs, s.dpo_config(), max_len=profile.sft.seq_len,
                        device=profile.pretrain.device, callbacks=callbacks)
     stage("dpo", policy)
     out["dpo"]["pairs"], out["dpo"]["reward_curve"] = len(pairs), hist.metrics

@@ -9,7 +9,7 @@ The corpus mixes three kinds of documents:
   * everyday stories, so that it learns general language, not only facts.
 
 Example:
-    >>> from kit.corpus import load_world, split_countries
+    >>> from kit.world.corpus import load_world, split_countries
     >>> world = load_world()
     >>> world["France"].capital
     'Paris'
@@ -27,11 +27,20 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import CorpusConfig
-
-DATASETS = Path(__file__).resolve().parent.parent / "datasets"
+DATASETS = Path(__file__).resolve().parents[2] / "datasets"
 COUNTRIES_CSV = DATASETS / "countries.csv"
 FACTS = ("capital", "continent", "language", "currency")
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """How much pre-training text `build_corpus` writes about the world (all seeded)."""
+
+    bios_per_country: int = 4       # encyclopedic paragraphs per country, each in a new wording
+    qa_per_country: int = 2         # Q&A web pages per country of the Q&A half
+    stories: int = 200              # everyday narrative paragraphs (general language)
+    val_fraction: float = 0.05      # share of documents kept for validation
+    seed: int = 0
 
 
 @dataclass(frozen=True)

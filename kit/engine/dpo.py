@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from .chat import render
-from .config import SafetyConfig, TrainConfig
+from .config import DPOConfig, TrainConfig, problems_dpo, raise_problems
 from .models import add_lora
-from .sft import labels_for
+from .packing import labels_for
 from .train import IGNORE, History, train
 
 
@@ -139,25 +139,27 @@ class DPOObjective:
         return {"reward_margin": m[0], "reward_accuracy": m[1], "chosen_reward": m[2], "rejected_reward": m[3]}
 
 
-def dpo(model, tok, pairs: list[dict], cfg: SafetyConfig, *, max_len: int = 128, device: str = "auto",
+def dpo(model, tok, pairs: list[dict], cfg: DPOConfig | None = None, *, max_len: int = 128, device: str = "auto",
         callbacks=(), stop=None) -> tuple[object, History]:
     """Preference-tune `model` on `pairs` with a LoRA adapter; the adapter-free model is the reference.
 
     `model` itself is not changed: the adapter goes on a copy. Returns that peft model (merge it with
-    `kit.models.merge_lora` for a plain one) and the History,
+    `kit.engine.models.merge_lora` for a plain one) and the History,
     whose `metrics` list holds the reward margin and accuracy of every log step.
     """
     if not pairs:
-        raise ValueError("dpo() got no preference pairs: collect some first (a rating round, or kit.safety)")
+        raise ValueError("dpo() got no preference pairs: collect some first (a rating round, or safety data)")
+    cfg = cfg or DPOConfig()
+    raise_problems(problems_dpo(cfg))
     torch.manual_seed(cfg.seed)
-    model = add_lora(copy.deepcopy(model), cfg.dpo_lora_r, 2 * cfg.dpo_lora_r)  # the given model stays as it is
+    model = add_lora(copy.deepcopy(model), cfg.lora_r, 2 * cfg.lora_r)  # the given model stays as it is
     rows = PairRows(pairs, tok, max_len)
     rows.compute_reference(model)
     batch_size = min(cfg.batch_size, len(rows))  # a small feedback round may have fewer pairs than a batch
-    steps = max(1, round(cfg.dpo_epochs * len(rows) / batch_size))
-    tcfg = TrainConfig(max_steps=steps, batch_size=batch_size, seq_len=max_len, lr=cfg.dpo_lr,
+    steps = max(1, round(cfg.epochs * len(rows) / batch_size))
+    tcfg = TrainConfig(max_steps=steps, batch_size=batch_size, seq_len=max_len, lr=cfg.lr,
                        warmup_steps=max(1, steps // 10), weight_decay=0.0, eval_every=0, log_every=max(1, steps // 10),
                        seed=cfg.seed, device=device)
-    objective = DPOObjective(cfg.dpo_beta, cfg.dpo_sft_weight)
+    objective = DPOObjective(cfg.beta, cfg.sft_weight)
     hist = train(model, rows, tcfg, objective=objective, callbacks=callbacks, stop=stop)
     return model, hist

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .artifacts import cache_root
+from .cache import cache_root
 from .chat import check_preference
 from .data import write_text_atomic
 
@@ -326,7 +326,7 @@ def report(runs, path: str | Path, title: str = "Runs", n_samples: int = 5) -> P
     infos, path = [_info(r) for r in runs], Path(path)
     html = path.suffix.lower() in (".html", ".htm")
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .widgets import png
+    from .plots import png
 
     image = png(loss_figure(infos))
     if html:

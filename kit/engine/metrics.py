@@ -1,11 +1,13 @@
-"""Evaluation metrics as local `evaluate` modules (they load offline), plus the probes that use them.
+"""Generic evaluation metrics as local `evaluate` modules: they load offline, nothing from the hub.
 
 `evaluate.load("accuracy")` would fetch a script from the hub; the kit's metrics are
-`evaluate.Metric` subclasses defined here, so `FactCloze().compute(...)` works with no network.
+`evaluate.Metric` subclasses defined here: perplexity, format rate (did the reply end its turn),
+exact match, token F1 and ROUGE-L (with the `rouge-score` package), and a base class for
+"does the text state the expected fact" accuracies.
 
 Example:
-    >>> FactCloze().compute(predictions=[" Paris. It is", " Rome"], references=["Paris", "Madrid"])
-    {'accuracy': 0.5, 'correct': 1, 'total': 2}
+    >>> ExactMatch().compute(predictions=["Paris.", "Rome"], references=["paris", "Madrid"])
+    {'exact_match': 0.5}
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import torch
 
 import datasets
 
-from .corpus import cloze_prompts
-from .generate import complete
 from .train import TokenRows, causal_lm_loss
 
 
@@ -44,7 +44,7 @@ def metric_info(description: str, inputs: str, **features: str) -> evaluate.Metr
                                features=datasets.Features({k: datasets.Value(v) for k, v in features.items()}))
 
 
-class _FactMatch(evaluate.Metric):
+class MatchAccuracy(evaluate.Metric):
     """Accuracy of generated texts against expected facts under a match rule (`match`)."""
 
     description = ""
@@ -62,13 +62,6 @@ class _FactMatch(evaluate.Metric):
         return {"accuracy": correct / max(1, len(references)), "correct": correct, "total": len(references)}
 
 
-class FactCloze(_FactMatch):
-    """Exact match: the completion starts with the expected fact, and the word ends there."""
-
-    description = "Share of completions that start with the reference, ending on a word boundary."
-    match = staticmethod(matches)
-
-
 class Perplexity(evaluate.Metric):
     """exp(mean token loss) from per-text summed losses and token counts."""
 
@@ -82,18 +75,6 @@ class Perplexity(evaluate.Metric):
         return {"perplexity": math.exp(mean), "mean_loss": mean}
 
 
-def contains_fact(answer: str, fact: str) -> bool:
-    """True when the fact appears in the answer as whole words (case-insensitive)."""
-    return re.search(rf"(?<!\w){re.escape(fact.strip())}(?!\w)", answer, flags=re.IGNORECASE) is not None
-
-
-class QAAccuracy(_FactMatch):
-    """Share of answers that state the expected fact (as whole words, anywhere in the answer)."""
-
-    description = "Share of generated answers that contain the expected fact as whole words."
-    match = staticmethod(contains_fact)
-
-
 class FormatRate(evaluate.Metric):
     """Share of replies that closed their turn with the end-of-turn token within the length limit."""
 
@@ -104,36 +85,6 @@ class FormatRate(evaluate.Metric):
 
     def _compute(self, ended):
         return {"format_rate": sum(ended) / max(1, len(ended))}
-
-
-def qa_eval(model, tok, items, max_new_tokens: int = 40) -> dict:
-    """Ask every QAItem in chat form; QA accuracy, format rate, and (question, answer, expected, ok) rows."""
-    from .generate import chat_replies
-
-    replies = chat_replies(model, tok, [[{"role": "user", "content": it.question}] for it in items],
-                           max_new_tokens=max_new_tokens)
-    answers = [a for a, _ in replies]
-    acc = QAAccuracy().compute(predictions=answers, references=[it.expected for it in items])
-    fmt = FormatRate().compute(ended=[int(e) for _, e in replies])
-    rows = [(it.question, a, it.expected, contains_fact(a, it.expected)) for it, a in zip(items, answers)]
-    by_fact: dict[str, list[bool]] = {}
-    for it, row in zip(items, rows):
-        by_fact.setdefault(it.fact, []).append(row[3])
-    return {"accuracy": acc["accuracy"], "correct": acc["correct"], "total": acc["total"],
-            "format_rate": fmt["format_rate"], "rows": rows,
-            "by_fact": {f: sum(v) / len(v) for f, v in by_fact.items()}}
-
-
-def fact_cloze(model, tok, world, fact: str = "capital", max_new_tokens: int = 12) -> dict:
-    """Greedy completion of "The capital of X is" for every country; exact match of the fact.
-
-    Returns the metric's dict plus `examples`: (prompt, completion, expected) triples.
-    """
-    prompts, answers = cloze_prompts(world, fact)
-    outs = complete(model, tok, prompts, max_new_tokens=max_new_tokens)
-    result = FactCloze().compute(predictions=outs, references=answers)
-    result["examples"] = list(zip(prompts, [first_clause(o) for o in outs], answers))
-    return result
 
 
 @torch.no_grad()
@@ -151,3 +102,69 @@ def perplexity(model, rows: TokenRows, max_rows: int = 256, batch_size: int = 16
         counts.append(int(k))
     model.train(was_training)
     return Perplexity().compute(loss_sums=sums, token_counts=counts)
+
+
+# ----------------------------------------------------------------------------- comparing texts to references
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, punctuation and articles removed, spaces collapsed (the usual answer normalisation)."""
+    return " ".join(_ARTICLES.sub(" ", _PUNCT.sub(" ", text.lower())).split())
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """F1 of the normalised word multisets of a prediction and a reference (1.0 when both are empty)."""
+    from collections import Counter
+
+    p, r = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not p or not r:
+        return float(p == r)
+    common = sum((Counter(p) & Counter(r)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+class ExactMatch(evaluate.Metric):
+    """Share of predictions equal to their reference after `normalize_answer`."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return metric_info("Exact match after lower-casing and removing punctuation, articles and extra spaces.",
+                           "predictions: generated texts; references: expected texts.",
+                           predictions="string", references="string")
+
+    def _compute(self, predictions, references):
+        hits = sum(normalize_answer(p) == normalize_answer(r) for p, r in zip(predictions, references))
+        return {"exact_match": hits / max(1, len(references))}
+
+
+class TokenF1(evaluate.Metric):
+    """Mean word-overlap F1 between predictions and references (`token_f1`)."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return metric_info("Mean F1 of the normalised words shared by a prediction and its reference.",
+                           "predictions: generated texts; references: expected texts.",
+                           predictions="string", references="string")
+
+    def _compute(self, predictions, references):
+        scores = [token_f1(p, r) for p, r in zip(predictions, references)]
+        return {"token_f1": sum(scores) / max(1, len(scores))}
+
+
+class RougeL(evaluate.Metric):
+    """Mean ROUGE-L F-measure (longest common subsequence of words), from the `rouge-score` package."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return metric_info("Mean ROUGE-L F-measure: the longest common word subsequence of prediction and reference.",
+                           "predictions: generated texts; references: expected texts.",
+                           predictions="string", references="string")
+
+    def _compute(self, predictions, references):
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+        scores = [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)]
+        return {"rouge_l": sum(scores) / max(1, len(scores))}

@@ -1,10 +1,10 @@
 """Pre-training from nothing: corpus -> tokenizer -> random Llama -> `train()` -> fact probe.
 
-This is what `kit.artifacts.base_model()` runs when the cache has no base model yet, and what
+This is what `kit.lessons.artifacts.base_model()` runs when the cache has no base model yet, and what
 `python -m kit pretrain` reports on.
 
 Example:
-    >>> from kit.config import get_profile
+    >>> from kit.lessons.profiles import get_profile
     >>> result = pretrain(get_profile("smoke"))     # doctest: +SKIP
     >>> sorted(result.info)[:3]                     # doctest: +SKIP
     ['corpus_tokens', 'fact_cloze_accuracy', 'history']
@@ -16,12 +16,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import Profile, to_dict
-from .corpus import build_corpus, load_world
-from .metrics import fact_cloze
-from .models import count_params, create
-from .tokenizer import encode_documents, train_tokenizer
-from .train import History, TokenRows, train
+from ..engine.config import to_dict
+from ..engine.models import count_params, create
+from ..engine.tokenizer import encode_documents, train_tokenizer
+from ..engine.train import History, TokenRows, train
+from ..world.corpus import build_corpus, load_world
+from ..world.probes import fact_cloze
+from .profiles import Profile
 
 
 @dataclass

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 ROLES = ("system", "user", "assistant")
@@ -148,11 +149,94 @@ class Rendered:
         return sum(self.loss_mask)
 
 
+class TemplateError(ValueError):
+    """A chat template that cannot give a loss mask for a conversation; the message names cause and fix."""
+
+
+_GENERATION = re.compile(r"{%-?\s*generation\s*-?%}")
+
+
+def has_generation_marks(tok) -> bool:
+    """True when the tokenizer's chat template marks assistant replies with `{% generation %}`."""
+    template = getattr(tok, "chat_template", None)
+    return isinstance(template, str) and bool(_GENERATION.search(template))
+
+
+def _render_text(tok, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    try:
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except Exception as e:  # jinja's TemplateError, or a template's own raise_exception(...)
+        raise TemplateError(f"the chat template refused this conversation ({type(e).__name__}: {e}); many hub "
+                            "templates require user and assistant turns to alternate, and some refuse a system "
+                            "message: fix the conversation, or give the tokenizer another chat_template") from e
+
+
+def reply_spans(messages: list[dict], tok) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of a whole conversation and the [start, end) token span of every assistant reply, in order.
+
+    With `{% generation %}` in the template the spans are the template's own. Otherwise they come
+    from rendering growing prefixes: the text added by an assistant message, after the generation
+    prompt that precedes it, is its reply (content, end-of-turn token, and whatever the template
+    writes up to the next turn, such as a newline).
+
+    Raises:
+        TemplateError: the template rewrites earlier turns as later ones follow, drops a reply, or
+            refuses the conversation; the message says which and what to do.
+    """
+    if not getattr(tok, "chat_template", None):
+        raise TemplateError("the tokenizer has no chat template, so a conversation cannot be rendered: set "
+                            "tok.chat_template (a Jinja template) or use a tokenizer that has one")
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if has_generation_marks(tok):
+        try:
+            out = tok.apply_chat_template(plain, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+        except Exception as e:
+            raise TemplateError(f"the chat template refused this conversation ({type(e).__name__}: {e})") from e
+        ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
+        spans, start = [], None
+        for i, bit in enumerate([*mask, 0]):  # the k-th run of ones is the k-th assistant reply
+            if bit and start is None:
+                start = i
+            elif not bit and start is not None:
+                spans.append((start, i))
+                start = None
+        return ids, spans
+    full = _render_text(tok, plain)
+    char_spans = []
+    for k, m in enumerate(plain):
+        if m["role"] != "assistant":
+            continue
+        prompt = _render_text(tok, plain[:k], add_generation_prompt=True) if k else ""
+        upto = _render_text(tok, plain[: k + 1])
+        if not upto.startswith(prompt) or not full.startswith(upto):
+            raise TemplateError(
+                f"the chat template does not render this conversation the same way as it grows (message {k} "
+                "changes the text before it): it rewrites earlier turns, e.g. by dropping the reasoning of "
+                "past assistant replies, so the loss mask cannot be found from prefixes. Fix: put "
+                "{% generation %}...{% endgeneration %} around the assistant content in tok.chat_template, or "
+                "use a template that renders each turn once")
+        if m["content"].strip() and m["content"].strip() not in upto[len(prompt):]:
+            raise TemplateError(f"the chat template left out the text of assistant message {k}: it cannot be "
+                                "trained on; use a template that renders every assistant reply")
+        char_spans.append((len(prompt), len(upto)))
+    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+    spans = []
+    for a, b in char_spans:
+        inside = [i for i, (s, _) in enumerate(offsets) if a <= s < b]
+        if inside:
+            spans.append((inside[0], inside[-1] + 1))
+    if len(spans) != len(char_spans):
+        raise TemplateError("an assistant reply renders to no token at all: check the conversation's content")
+    return ids, spans
+
+
 def render(conversation: dict | list, tok, max_length: int | None = None) -> Rendered:
     """Token ids and loss mask of a conversation under the tokenizer's chat template.
 
-    The mask is the template's `{% generation %}` span of each assistant reply (its text and
-    its end-of-turn token); replies with `weight: 0` are left out of it.
+    The mask covers each assistant reply with its end-of-turn token (see `reply_spans`: the
+    template's `{% generation %}` spans, or spans found from rendered prefixes when the template
+    has none); replies with `weight: 0` are left out of it.
 
     Example:
         >>> r = render({"messages": [{"role": "user", "content": "Hi"},
@@ -161,16 +245,12 @@ def render(conversation: dict | list, tok, max_length: int | None = None) -> Ren
         'Hello.<|end|>'
     """
     messages = conversation["messages"] if isinstance(conversation, dict) else conversation
-    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-    out = tok.apply_chat_template(plain, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-    ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
+    ids, spans = reply_spans(messages, tok)
     weights = [m.get("weight", 1) for m in messages if m["role"] == "assistant"]
-    run, template_mask = -1, list(mask)
-    for i, bit in enumerate(template_mask):  # the k-th run of ones is the k-th assistant reply
-        if bit and (i == 0 or not template_mask[i - 1]):
-            run += 1
-        if bit and run < len(weights) and weights[run] == 0:
-            mask[i] = 0
+    mask = [0] * len(ids)
+    for (a, b), w in zip(spans, weights):
+        if w != 0:
+            mask[a:b] = [1] * (b - a)
     n_assistant = sum(mask)
     truncated = 0
     if max_length is not None and len(ids) > max_length:

@@ -4,7 +4,7 @@ It reads one text (a prompt or a reply) and says `safe`, `harmful` or `refusal`:
   * as a filter around chat: a harmful prompt is refused before the model sees it, and a harmful
     reply is replaced by a refusal before the user sees it (`GuardedChat`);
   * as a judge: "did the model refuse?" decided by a model, to set beside plain string matching.
-Its training texts come from the training templates of `kit.safety`; precision, recall and F1 of
+Its training texts come from the training templates of `kit.world.safety`; precision, recall and F1 of
 "harmful" are measured on texts from the evaluation templates (phrasings it never saw).
 
 Example:
@@ -20,17 +20,18 @@ import random
 import torch
 import torch.nn.functional as F
 
-from .config import SafetyConfig, TrainConfig
-from .corpus import chat_examples, load_world, split_countries
-from .safety import GuardScores, guard_examples, templates
-from .train import History, train
+from ..engine.config import TrainConfig
+from ..engine.train import History, train
+from ..world.corpus import chat_examples, load_world, split_countries
+from ..world.safety import GuardScores, guard_examples, templates
+from .profiles import SafetyConfig
 
 LABELS = ("safe", "harmful", "refusal")
 REFUSE = "I can't help with that request. I can help with questions about countries, travel or everyday tasks."
 
 
 def guard_data(split: str, n_per_template: int = 3, seed: int = 0) -> list[tuple[str, int]]:
-    """(text, label index) pairs: the harmful/safe texts of `kit.safety` with refusals as their own class,
+    """(text, label index) pairs: the harmful/safe texts of `kit.world.safety` with refusals as their own class,
     plus everyday country questions and answers (safe), which are most of what a guard sees in use.
 
     In "train" the few distinct refusal texts are repeated, whole and cut short (as a reply cut off at
@@ -146,7 +147,7 @@ class GuardedChat:
         self.model, self.tok, self.guard, self.max_new_tokens = model, tok, guard, max_new_tokens
 
     def __call__(self, prompts: list[str]) -> list[str]:
-        from .generate import answers
+        from ..engine.generate import answers
 
         blocked = self.guard.is_harmful(prompts)
         todo = [p for p, b in zip(prompts, blocked) if not b]

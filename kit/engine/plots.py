@@ -1,0 +1,50 @@
+"""Figures made with matplotlib's object API (not pyplot), as PNG bytes: the same in a browser, in a
+headless run and from a training thread, and never shown twice. Used by run reports and widgets.
+
+Example:
+    >>> fig = loss_figure([1, 2, 3], [3.0, 2.0, 1.5], title="demo")
+    >>> png(fig)[:4] == b"\x89PNG"
+    True
+"""
+
+from __future__ import annotations
+
+import io
+
+from matplotlib.figure import Figure
+
+
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (for an IPython Image or an ipywidgets Image)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def loss_figure(steps, losses, val_steps=(), val_losses=(), title: str = "loss", label: str = "") -> Figure:
+    """A train/validation loss figure; `label` names the run in the legend."""
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    ax.plot(steps, losses, label=f"{label} train".strip())
+    if len(val_steps):
+        ax.plot(val_steps, val_losses, "o-", label=f"{label} validation".strip())
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def curves_figure(x, series: dict, xlabel: str = "", ylabel: str = "", title: str = "") -> Figure:
+    """Several named curves over the same x values (e.g. accuracies against epochs)."""
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    for name, ys in series.items():
+        ax.plot(x, ys, "o-", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig

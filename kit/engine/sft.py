@@ -1,0 +1,161 @@
+"""Supervised fine-tuning of any causal LM on any chat data: assistant-only loss, full or LoRA.
+
+The examples are rendered and packed into rows (`kit.engine.packing`); only the assistant's
+replies and their end-of-turn token carry loss. `finetune(model, tok, train, eval)` is the whole
+run: pack, measure before, train, measure after, save. What it measures is generic
+(`kit.engine.evaluation`); a recipe adds its own evaluators.
+
+Example:
+    >>> model, tok = load("my-model-folder")                                  # doctest: +SKIP
+    >>> result = finetune(model, tok, train, eval, SFTConfig(lora=True))       # doctest: +SKIP
+    >>> result.info["eval_loss_before"], result.info["eval_loss_after"]       # doctest: +SKIP
+    (3.91, 1.27)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import SFTConfig, problems_sft, raise_problems
+from .evaluation import evaluate_chat
+from .models import add_lora, count_params, merge_lora
+from .packing import PackedChat
+from .tokenizer import prepare
+from .train import History, train
+
+
+# ----------------------------------------------------------------------------- one run
+@dataclass
+class FinetuneResult:
+    model: object          # the fine-tuned model (a peft model when LoRA was used)
+    tokenizer: object
+    history: History
+    info: dict             # JSON-ready figures: before/after measurements, time, sizes
+    path: Path | None      # where the model (LoRA: the adapter) was saved
+    samples: list = dataclasses.field(default_factory=list)  # replies before and after, side by side
+
+
+Evaluator = Callable[[object, object, str], dict]  # (model, tokenizer, "before" | "after") -> figures
+
+
+def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] | None = None,
+             config: SFTConfig | None = None, *, replay_docs: Sequence[str] = (),
+             evaluators: Mapping[str, Evaluator] | None = None, generate: bool = True, n_samples: int = 8,
+             callbacks: Sequence = (), stop=None, pause=None, out_dir: str | Path | None = None, run=None,
+             measure: bool = True, device: str = "auto") -> FinetuneResult:
+    """Fine-tune `model` on chat examples and measure it before and after.
+
+    Args:
+        model, tok: any causal LM and its tokenizer (`kit.load(folder | hub id)`); a missing pad
+            token becomes the EOS token.
+        train_examples, eval_examples: chat examples (`{"messages": [...]}`), e.g. from `load_jsonl`.
+        config: the SFTConfig (epochs, lr, LoRA, batch size, sequence length); default `SFTConfig()`.
+        replay_docs: plain documents mixed into training (against forgetting).
+        evaluators: `{name: fn(model, tok, stage)}` run before and after; their figures go into
+            `info[name + "_before"]` / `info[name + "_after"]` (or `info[name]` for figures they return flat).
+        generate: also measure greedy replies on the eval split (exact match, token F1, ROUGE-L).
+        callbacks, stop, pause: passed to `train()`; a callback with `on_model(model, tok)` gets the model.
+        out_dir: save there (full: the model; LoRA: the adapter, and the merged model in `merged/`).
+        run: a `kit.engine.runs.Run` that records config, data fingerprints and results.
+        measure: False skips every before/after measurement.
+
+    Raises:
+        ValueError: no training example carries a loss token (the data or the template).
+    """
+    config = config or SFTConfig()
+    raise_problems(problems_sft(config))
+    callbacks = [*callbacks, run] if run is not None else list(callbacks)  # the run records the curve
+    tok = prepare(tok, note=lambda m: _note(callbacks, m))
+    rows = PackedChat.from_examples(train_examples, tok, config.seq_len, config.seed, replay_docs=replay_docs)
+    if not rows.loss_tokens():
+        raise ValueError(f"none of the {len(train_examples)} training examples has a token that carries loss "
+                         "(every reply has weight 0, was cut off by seq_len, or the data is empty): check the "
+                         "data with `python -m kit data validate FILE`")
+    val_rows = PackedChat.from_examples(eval_examples, tok, config.seq_len, config.seed) if eval_examples else None
+    if run is not None:
+        run.log(config={f"sft.{k}": v for k, v in dataclasses.asdict(config).items()},
+                datasets={"train": train_examples, **({"eval": eval_examples} if eval_examples else {})})
+    evaluators = dict(evaluators or {})
+    info: dict = {}
+    before = evaluate_chat(model, tok, eval_examples, config.seq_len, generate=generate) if measure else {}
+    for name, fn in evaluators.items() if measure else ():
+        info[f"{name}_before"] = fn(model, tok, "before")
+    if config.lora:
+        torch.manual_seed(config.seed)  # the adapters' random initialisation, repeatable
+        model = add_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
+    tcfg = config.train_config(len(rows), device)
+    for cb in callbacks:  # views that sample answers while training (the control panel) need the model
+        if hasattr(cb, "on_model"):
+            cb.on_model(model, tok)
+    t0 = time.perf_counter()
+    hist = train(model, rows, tcfg, val_data=val_rows, callbacks=callbacks, stop=stop, pause=pause)
+    steps_done = hist.steps[-1] if hist.steps else 0
+    info.update({
+        "lora": config.lora, "epochs": config.epochs, "lr": tcfg.lr, "steps": steps_done,
+        "planned_steps": tcfg.max_steps, "epochs_done": round(steps_done / max(1, len(rows) // config.batch_size), 3),
+        "stopped": hist.stopped, "train_examples": len(train_examples), "eval_examples": len(eval_examples or []),
+        "replay_docs": len(replay_docs), "dropped_examples": len(rows.dropped), "loss_tokens": rows.loss_tokens(),
+        "packed_rows": len(rows), "fill_rate": round(rows.fill_rate(), 3),
+        "trainable_params": count_params(model, trainable_only=True), "params": count_params(model),
+        "train_seconds": round(hist.seconds, 2),
+        "train_loss": hist.losses[-1] if hist.losses else None,
+        "val_loss": hist.val_losses[-1] if hist.val_losses else None,
+        "history": hist.to_dict(), "config": dataclasses.asdict(config),
+    })
+    samples: list = []
+    if measure and not hist.stopped:  # a stopped run is saved at once, not measured
+        after = evaluate_chat(model, tok, eval_examples, config.seq_len, generate=generate)
+        for key in ("eval_loss", "eval_perplexity", "exact_match", "token_f1", "rouge_l"):
+            if key in before:
+                info[f"{key}_before"], info[f"{key}_after"] = before[key], after[key]
+        for name, fn in evaluators.items():
+            info[f"{name}_after"] = fn(model, tok, "after")
+        samples = [{"prompt": p, "reference": ref, "before": b, "after": a} for p, ref, b, a in
+                   zip(after.get("prompts", []), after.get("references", []), before.get("replies", []),
+                       after.get("replies", []))][:n_samples]
+    info["seconds"] = round(time.perf_counter() - t0, 2)
+    path = save(model, tok, out_dir, info) if out_dir is not None else None
+    if path is not None and run is not None:
+        run.info["checkpoint"] = str(path)
+    if run is not None:
+        run.log_results({k: v for k, v in info.items() if k not in ("history", "config")})
+        if samples:
+            run.log_samples([{"prompt": s["prompt"], "answer": s["after"], "expected": s["reference"]}
+                             for s in samples])
+    return FinetuneResult(model, tok, hist, info, path, samples)
+
+
+def _note(callbacks, text: str) -> None:
+    for cb in callbacks:
+        if hasattr(cb, "on_message"):
+            cb.on_message({"step": 0, "text": text})
+    print(text)
+
+
+def save(model, tok, out_dir: str | Path, info: dict | None = None) -> Path:
+    """Save a fine-tuned model where plain transformers / peft load it directly, with its tokenizer.
+
+    Full fine-tuning: `AutoModelForCausalLM.from_pretrained(out_dir)`. LoRA: the adapter, for
+    `peft.AutoPeftModelForCausalLM.from_pretrained(out_dir)`, and the merged model in
+    `out_dir/merged` for `AutoModelForCausalLM`. `info` (if given) goes to `out_dir/info.json`.
+    """
+    import copy
+
+    path = Path(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    if hasattr(model, "merge_and_unload"):  # a LoRA model: also a plain, merged copy
+        merged = merge_lora(copy.deepcopy(model))
+        merged.save_pretrained(path / "merged")
+        tok.save_pretrained(path / "merged")
+    if info is not None:
+        (path / "info.json").write_text(json.dumps(info, indent=1, default=str))
+    return path

@@ -1,0 +1,2 @@
+"""The course's recipes, built on the engine and the world: profiles, pre-training the base model,
+the SFT recipe, cached artefacts, the guard, notebook 04's safety stages and notebook 05's rounds."""
