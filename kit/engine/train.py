@@ -350,6 +350,7 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
     if step > 0 and (not hist.val_steps or hist.val_steps[-1] != step):
         validate_now(step)
     save_now(step)
+    distributed.barrier()  # every rank leaves together: no collective is left in flight behind one of them
     hist.seconds = time.perf_counter() - t0
     model.eval()
     _emit(callbacks, "on_end", hist)
