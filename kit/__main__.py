@@ -119,13 +119,15 @@ def cmd_safety(args: argparse.Namespace) -> dict:
     from .lessons.safety_run import STAGES, run_safety, summary_table, to_json
 
     profile = get_profile(args.profile)
-    out = run_safety(profile, redteam_path=args.redteam, log=lambda m: print(m, file=sys.stderr))
+    out = run_safety(profile, redteam_path=args.redteam, eval_prompts_path=args.eval_prompts,
+                     log=lambda m: print(m, file=sys.stderr))
     print(summary_table(out), file=sys.stderr)
     keys = ("refusal_rate", "over_refusal_rate", "heldout_qa_accuracy", "refusal_rate_classifier",
             "over_refusal_rate_classifier", "eval_unseen_refusal_rate", "eval_unseen_over_refusal_rate")
     res = to_json(out)
     for st in STAGES:
-        res[st] = {k: res[st][k] for k in keys + tuple(k for k in res[st] if k.startswith("redteam_"))}
+        res[st] = {k: res[st][k] for k in keys + tuple(k for k in res[st] if k.startswith("redteam_"))
+                   + (("eval_prompts",) if "eval_prompts" in res[st] else ())}
     return res
 
 
@@ -186,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default=None, help="smoke | classroom | gpu (default: $KIT_PROFILE, else by device)")
     p.add_argument("--redteam", default=None,
                    help="a red-team JSONL file (notebook 04's widget) to evaluate and train on")
+    p.add_argument("--eval-prompts", default=None,
+                   help='JSONL of {"prompt": ..., "harmful": true|false, "category": ...}: measured, never trained on')
     p.set_defaults(fn=cmd_safety)
 
     p = sub.add_parser("sweep", help="fine-tune once per point of a grid, resumably, and compare the runs")

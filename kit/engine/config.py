@@ -41,7 +41,7 @@ class TokenizerConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run of `kit.train.train` (pre-training now; SFT and DPO later)."""
+    """One training run of `kit.engine.train.train` (pre-training, SFT and DPO)."""
 
     max_steps: int = 100
     batch_size: int = 16            # rows per micro-batch

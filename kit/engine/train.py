@@ -15,10 +15,10 @@ An objective is a function `objective(model, batch) -> (sum of unit losses, n un
 
 Example:
     >>> import torch
-    >>> from kit.config import TrainConfig, get_profile
-    >>> from kit.models import create
+    >>> from kit.engine.config import TrainConfig
+    >>> from kit.engine.models import PRESETS, create
     >>> rows = TokenRows(torch.randint(0, 50, (4000,)), seq_len=16)
-    >>> model = create(get_profile("smoke").model, vocab_size=50)
+    >>> model = create(PRESETS["smoke"], vocab_size=50)
     >>> hist = train(model, rows, TrainConfig(max_steps=3, batch_size=4, seq_len=16, warmup_steps=1))
     >>> len(hist.losses) >= 1
     True
