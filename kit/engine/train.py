@@ -94,6 +94,10 @@ def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
                    position_ids=batch.get("position_ids")).logits  # (B, T, V)
     labels = batch["labels"]  # (B, T), already aligned with the logits
+    if "weights" in batch:  # per-token loss weights (e.g. the first token of each reply counted more)
+        per_token = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE,
+                                    reduction="none")  # (B*T,), 0 where IGNORE
+        return (per_token * batch["weights"].flatten()).sum(), (labels != IGNORE).sum()
     loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
     return loss, (labels != IGNORE).sum()
 
