@@ -63,8 +63,15 @@ def tokenizer(family: str, vocab_size: int = 400) -> PreTrainedTokenizerFast:
 def tiny_model(arch: str, vocab_size: int, seed: int = 0):
     """A randomly initialised model of a hub architecture, a few thousand parameters."""
     import torch
-    from transformers import (AutoModelForCausalLM, GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, Phi3Config,
-                              Qwen2Config)
+    from transformers import (
+        AutoModelForCausalLM,
+        GemmaConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        Phi3Config,
+        Qwen2Config,
+    )
 
     common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=2, max_position_embeddings=256)

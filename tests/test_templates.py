@@ -109,7 +109,8 @@ def test_prefixes_agree_with_generation_marks_on_the_kit_template(tok):
 def test_a_template_that_rewrites_earlier_turns_is_refused_with_the_fix():
     tok = tokenizer("chatml")
     tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' and "
-                         "not loop.last %}[earlier reply]{% else %}{{ m['content'] }}{% endif %}<|im_end|>\n{% endfor %}"
+                         "not loop.last %}[earlier reply]{% else %}{{ m['content'] }}{% endif %}<|im_end|>\n"
+                         "{% endfor %}"
                          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     with pytest.raises(TemplateError, match="rewrites earlier turns") as e:
         render({"messages": CONV}, tok)
