@@ -42,7 +42,7 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
 def cmd_sft(args: argparse.Namespace) -> dict:
     if args.model is not None or args.data is not None:
         return cmd_sft_any(args)
-    from .engine.cache import cache_root
+    from .engine.runs import runs_root
     from .engine.train import ProgressBar
     from .lessons.artifacts import base_model
     from .lessons.profiles import get_profile
@@ -53,7 +53,7 @@ def cmd_sft(args: argparse.Namespace) -> dict:
     changes = {k: v for k, v in (("epochs", args.epochs), ("lora_lr" if lora else "lr", args.lr)) if v is not None}
     profile = profile.with_sft(**changes) if changes else profile
     t0 = time.perf_counter()
-    out_dir = args.out or cache_root() / "runs" / f"sft-{profile.name}-{'lora' if lora else 'full'}"
+    out_dir = args.out or runs_root() / f"sft-{profile.name}-{'lora' if lora else 'full'}"
     result = finetune_recipe(profile, base_model(profile), lora=lora, callbacks=[ProgressBar("fine-tuning")],
                              out_dir=out_dir)
     info = result.info
