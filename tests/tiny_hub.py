@@ -34,7 +34,7 @@ def chatml_tokenizer(texts: list[str], vocab_size: int = 600):
     return tok
 
 
-def save_tiny_qwen2(folder: str | Path, texts: list[str], hidden: int = 48, layers: int = 2, seed: int = 0) -> Path:
+def save_tiny_qwen2(folder: str | Path, texts: list[str], hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
     """Save a random tiny Qwen2 and its ChatML tokenizer (trained on `texts`) to `folder`; return it."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
