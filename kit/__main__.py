@@ -42,7 +42,7 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
 def cmd_sft(args: argparse.Namespace) -> dict:
     if args.model is not None or args.data is not None:
         return cmd_sft_any(args)
-    from .engine.cache import cache_root
+    from .engine.runs import runs_root
     from .engine.train import ProgressBar
     from .lessons.artifacts import base_model
     from .lessons.profiles import get_profile
@@ -53,7 +53,7 @@ def cmd_sft(args: argparse.Namespace) -> dict:
     changes = {k: v for k, v in (("epochs", args.epochs), ("lora_lr" if lora else "lr", args.lr)) if v is not None}
     profile = profile.with_sft(**changes) if changes else profile
     t0 = time.perf_counter()
-    out_dir = args.out or cache_root() / "runs" / f"sft-{profile.name}-{'lora' if lora else 'full'}"
+    out_dir = args.out or runs_root() / f"sft-{profile.name}-{'lora' if lora else 'full'}"
     result = finetune_recipe(profile, base_model(profile), lora=lora, callbacks=[ProgressBar("fine-tuning")],
                              out_dir=out_dir)
     info = result.info
@@ -119,13 +119,15 @@ def cmd_safety(args: argparse.Namespace) -> dict:
     from .lessons.safety_run import STAGES, run_safety, summary_table, to_json
 
     profile = get_profile(args.profile)
-    out = run_safety(profile, redteam_path=args.redteam, log=lambda m: print(m, file=sys.stderr))
+    out = run_safety(profile, redteam_path=args.redteam, eval_prompts_path=args.eval_prompts,
+                     log=lambda m: print(m, file=sys.stderr))
     print(summary_table(out), file=sys.stderr)
     keys = ("refusal_rate", "over_refusal_rate", "heldout_qa_accuracy", "refusal_rate_classifier",
             "over_refusal_rate_classifier", "eval_unseen_refusal_rate", "eval_unseen_over_refusal_rate")
     res = to_json(out)
     for st in STAGES:
-        res[st] = {k: res[st][k] for k in keys + tuple(k for k in res[st] if k.startswith("redteam_"))}
+        res[st] = {k: res[st][k] for k in keys + tuple(k for k in res[st] if k.startswith("redteam_"))
+                   + (("eval_prompts",) if "eval_prompts" in res[st] else ())}
     return res
 
 
@@ -186,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default=None, help="smoke | classroom | gpu (default: $KIT_PROFILE, else by device)")
     p.add_argument("--redteam", default=None,
                    help="a red-team JSONL file (notebook 04's widget) to evaluate and train on")
+    p.add_argument("--eval-prompts", default=None,
+                   help='JSONL of {"prompt": ..., "harmful": true|false, "category": ...}: measured, never trained on')
     p.set_defaults(fn=cmd_safety)
 
     p = sub.add_parser("sweep", help="fine-tune once per point of a grid, resumably, and compare the runs")

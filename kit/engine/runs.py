@@ -1,6 +1,6 @@
 """Runs: record each training run in a folder, compare runs, sweep settings, write a report.
 
-A run is a folder `<root>/<name>/` (root: `cache_root() / "runs"` unless given): `run.json` (status
+A run is a folder `<root>/<name>/` (root: `work_root() / "runs"` unless given): `run.json` (status
 "running" | "finished" | "stopped" | "crashed", error, config, data fingerprints, versions, times, checkpoint,
 results; rewritten atomically), `metrics.jsonl` (one line per training read-out or validation pass, appended
 at once), `samples.json` (prompts, the run's answers). A killed process leaves its run "running"."""
@@ -23,13 +23,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .cache import cache_root
+from .cache import work_root
 from .chat import check_preference
 from .data import write_text_atomic
 
 
 def runs_root(root: str | Path | None = None) -> Path:
-    return Path(root) if root is not None else cache_root() / "runs"
+    """`root`, else `work_root() / "runs"`: the cache's runs folder, or the learner's own beside a read-only cache."""
+    return Path(root) if root is not None else work_root() / "runs"
 
 
 def auto_name(prefix: str) -> str:

@@ -10,7 +10,8 @@ It drives either the course's recipe (`SFTPanel(profile, base)`) or any model an
 
 Example:
     >>> panel = SFTPanel(profile, base)  # doctest: +SKIP
-    >>> panel.widget()                   # doctest: +SKIP   (press Start)
+    >>> panel.widget()                   # doctest: +SKIP
+    (press Start)
     >>> result = panel.wait()            # doctest: +SKIP
 """
 
