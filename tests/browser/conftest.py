@@ -81,7 +81,8 @@ def _tail(path: Path, n: int = 40) -> str:
 
 
 def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("KIT_HEADLESS", "JUPYTER_TOKEN")}  # a person clicks
+    # A person clicks (no KIT_HEADLESS); runs and artefacts go to the check's own cache (no KIT_WORK).
+    env = {k: v for k, v in os.environ.items() if k not in ("KIT_HEADLESS", "KIT_WORK", "JUPYTER_TOKEN")}
     env.update(KIT_PROFILE="smoke", KIT_CACHE=str(CACHE), PYTHONPATH=str(ROOT), MPLBACKEND="Agg",
                HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     return env
