@@ -10,7 +10,7 @@ TORCH_INDEX   ?=
 STAMP  := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
-.PHONY: install lab test lint unit notebooks pretrain bench clean class-ready doctor
+.PHONY: install lab test lint unit notebooks pretrain bench clean class-ready doctor test-browser chromium
 
 install: $(STAMP)
 
@@ -41,6 +41,27 @@ notebooks: install
 
 test: lint
 	$(OFFLINE) $(BIN)/python -m pytest -q
+
+# The widgets in a real JupyterLab in headless Chromium (tests/browser): its own target, so that a
+# plain `make test` needs no system package. It installs Debian's chromium when missing (Playwright's
+# own browser download is not used) and the `browser` extra (Playwright for Python) into .venv.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+BROWSER_STAMP := $(VENV)/.installed-browser
+
+chromium:
+	@test -x $(CHROMIUM) || { t=$$(date +%s); echo "installing Debian's chromium (apt-get)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null \
+	  && echo "chromium installed in $$(( $$(date +%s) - t )) s"; }
+	@test -x $(CHROMIUM) || { echo "no Chromium at $(CHROMIUM): install Debian's chromium, or set CHROMIUM=path"; exit 1; }
+
+$(BROWSER_STAMP): $(STAMP) pyproject.toml constraints.txt
+	@t=$$(date +%s); $(BIN)/python -m pip install -q -c constraints.txt -e ".[browser]" && \
+	  echo "browser extra (Playwright) installed in $$(( $$(date +%s) - t )) s"
+	@touch $@
+
+test-browser: $(BROWSER_STAMP) chromium
+	$(OFFLINE) KIT_BROWSER_TEST=1 CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q tests/browser
 
 pretrain: install
 	$(OFFLINE) $(BIN)/python -m kit pretrain

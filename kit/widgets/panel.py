@@ -185,6 +185,9 @@ class SFTPanel:
                    "plot": w.Image(format="png"), "samples": w.HTML()}
         box = w.VBox([w.HBox(controls[:3]), w.HBox(controls[3:]), w.HBox([start, pause, stop]),
                       w.HBox([self._w["progress"], self._w["status"]]), self._w["plot"], self._w["samples"]])
+        box.add_class("kit-panel")  # stable hooks for the browser check (tests/browser)
+        self._w["status"].add_class("kit-panel-status")
+        self._w["plot"].add_class("kit-panel-plot")
         box.buttons = {"start": start, "pause": pause, "stop": stop}
         box.controls = dict(zip(fields, controls))
         self._refresh()
