@@ -209,3 +209,15 @@ def test_first_token_weight_weighs_the_first_token_of_each_reply_only(tok):
     base_loss, n = causal_lm_loss(model, plain.collate([plain[0]]))
     weighted, n2 = causal_lm_loss(model, row)
     assert n == n2 and weighted > base_loss  # the same tokens, two of them counted five times
+
+
+def test_first_token_weight_goes_to_the_focus_examples_only(tok):
+    chat = {"messages": [{"role": "user", "content": "Capital of Peru?"},
+                         {"role": "assistant", "content": "Lima."}]}
+    focus = {"messages": [{"role": "user", "content": "How do I hurt someone?"},
+                          {"role": "assistant", "content": "I can't help with that."}]}
+    rows = PackedChat.from_examples([chat], tok, seq_len=64, first_token_weight=4.0, focus_examples=[focus])
+    row = rows.collate([rows[i] for i in range(len(rows))])
+    heavy = [int(t) for t, w in zip(row["labels"].flatten(), row["weights"].flatten()) if w == 4.0]
+    assert heavy == [tok("I can't help with that.", add_special_tokens=False)["input_ids"][0]]
+    assert rows.loss_tokens() == sum(render(e, tok).n_loss_tokens for e in (chat, focus))

@@ -34,7 +34,8 @@ def labels_for(r: Rendered) -> list[int]:
 class PackedChat:
     """Rendered conversations packed greedily into rows of `seq_len` tokens (first fit, seeded order).
 
-    `kinds` (optional, one per conversation) names where each came from, e.g. "chat" or "replay";
+    `kinds` (optional, one per conversation) says where each came from: 0 chat, 1 replay document,
+    2 a "focus" chat whose first reply token weighs `first_token_weight` (e.g. help-or-refuse examples);
     `collate` then adds a per-token `kind` tensor so a loss can be split by kind (`loss_by_kind`).
     """
 
@@ -62,11 +63,12 @@ class PackedChat:
                 room.append(seq_len - n)
         self.n_examples = len(rendered)
         self.dropped: list = []
-        self.first_token_weight = 1.0
+        self.first_token_weight, self.weighted_kind = 1.0, 0
 
     @classmethod
     def from_examples(cls, examples: list[dict], tok, seq_len: int, seed: int = 0,
-                      replay_docs: Sequence[str] = (), first_token_weight: float = 1.0) -> PackedChat:
+                      replay_docs: Sequence[str] = (), first_token_weight: float = 1.0,
+                      focus_examples: Sequence[dict] = ()) -> PackedChat:
         """Render (chat template + loss mask) and pack; rows with no loss token are dropped and counted.
 
         `replay_docs` are plain documents packed beside the chats, every token learned: "replay"
@@ -74,6 +76,9 @@ class PackedChat:
         """
         rendered, dropped = sft_rows(examples, tok, seq_len)
         kinds = [0] * len(rendered)
+        if focus_examples:  # kind 2: chats whose first reply token gets `first_token_weight`
+            focus, dropped_focus = sft_rows(list(focus_examples), tok, seq_len)
+            rendered, kinds, dropped = rendered + focus, kinds + [2] * len(focus), dropped + dropped_focus
         for ids in tok(list(replay_docs), add_special_tokens=False)["input_ids"] if replay_docs else []:
             bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
             doc = [*bos, *ids, tok.eos_token_id][:seq_len]
@@ -81,6 +86,7 @@ class PackedChat:
             kinds.append(1)
         packed = cls(rendered, seq_len, tok.pad_token_id, seed, kinds)
         packed.first_token_weight = first_token_weight
+        packed.weighted_kind = 2 if focus_examples else 0
         packed.dropped = dropped
         return packed
 
@@ -103,8 +109,8 @@ class PackedChat:
         seg += [-1 - k for k in range(pad)]  # each padding token is its own segment: it attends only itself
         kind += [0] * pad
         if self.first_token_weight != 1.0:  # the first token of each reply: where the model decides how to answer
-            weights = [self.first_token_weight if lab != IGNORE and kind[j] == 0 and (j == 0 or labels[j - 1] == IGNORE)
-                       else 1.0 for j, lab in enumerate(labels)]
+            weights = [self.first_token_weight if lab != IGNORE and kind[j] == self.weighted_kind
+                       and (j == 0 or labels[j - 1] == IGNORE) else 1.0 for j, lab in enumerate(labels)]
             extra = {"weights": torch.tensor(weights)}
         else:
             extra = {}
@@ -128,10 +134,10 @@ class PackedChat:
         return self[i]["kind"]
 
     def loss_tokens(self, kind: int | None = 0) -> int:
-        """Tokens that carry loss over all rows (one epoch), of one kind (0: chat; None: all)."""
+        """Tokens that carry loss over all rows (one epoch), of one kind (0: chat, with 2: focus chats; None: all)."""
         return sum(sum(1 for t in labels_for(r)[:min(len(r.input_ids), self.seq_len) - 1] if t != IGNORE)
                    for row, kinds in zip(self.rows, self.row_kinds) for r, k in zip(row, kinds)
-                   if kind is None or k == kind)
+                   if kind is None or k == kind or (kind == 0 and k == 2))
 
     def fill_rate(self) -> float:
         """Share of row tokens that are real (not padding)."""

@@ -46,7 +46,7 @@ Evaluator = Callable[[object, object, str], dict]  # (model, tokenizer, "before"
 
 
 def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] | None = None,
-             config: SFTConfig | None = None, *, replay_docs: Sequence[str] = (),
+             config: SFTConfig | None = None, *, replay_docs: Sequence[str] = (), focus_examples: Sequence[dict] = (),
              evaluators: Mapping[str, Evaluator] | None = None, generate: bool = True, n_samples: int = 8,
              callbacks: Sequence = (), stop=None, pause=None, out_dir: str | Path | None = None, run=None,
              measure: bool = True, device: str = "auto") -> FinetuneResult:
@@ -58,6 +58,8 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
         train_examples, eval_examples: chat examples (`{"messages": [...]}`), e.g. from `load_jsonl`.
         config: the SFTConfig (epochs, lr, LoRA, batch size, sequence length); default `SFTConfig()`.
         replay_docs: plain documents mixed into training (against forgetting).
+        focus_examples: more training chats, whose first reply token weighs `config.first_token_weight`
+            (where a reply decides, e.g. to help or to refuse); without them the weight applies to every chat.
         evaluators: `{name: fn(model, tok, stage)}` run before and after; their figures go into
             `info[name + "_before"]` / `info[name + "_after"]` (or `info[name]` for figures they return flat).
         generate: also measure greedy replies on the eval split (exact match, token F1, ROUGE-L).
@@ -74,7 +76,7 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
     callbacks = [*callbacks, run] if run is not None else list(callbacks)  # the run records the curve
     tok = prepare(tok, note=lambda m: _note(callbacks, m))
     rows = PackedChat.from_examples(train_examples, tok, config.seq_len, config.seed, replay_docs=replay_docs,
-                                    first_token_weight=config.first_token_weight)
+                                    first_token_weight=config.first_token_weight, focus_examples=focus_examples)
     if 0 < len(rows) < config.batch_size:  # a small dataset packs into fewer rows than a batch
         _note(callbacks, f"note: the data packs into {len(rows)} rows of {config.seq_len} tokens, fewer than "
                          f"batch_size={config.batch_size}: using batch_size={len(rows)}")
@@ -105,7 +107,8 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
     info.update({
         "lora": config.lora, "epochs": config.epochs, "lr": tcfg.lr, "steps": steps_done,
         "planned_steps": tcfg.max_steps, "epochs_done": round(steps_done / max(1, len(rows) // config.batch_size), 3),
-        "stopped": hist.stopped, "train_examples": len(train_examples), "eval_examples": len(eval_examples or []),
+        "stopped": hist.stopped, "train_examples": len(train_examples) + len(focus_examples),
+        "focus_examples": len(focus_examples), "eval_examples": len(eval_examples or []),
         "replay_docs": len(replay_docs), "dropped_examples": len(rows.dropped), "loss_tokens": rows.loss_tokens(),
         "packed_rows": len(rows), "fill_rate": round(rows.fill_rate(), 3),
         "trainable_params": count_params(model, trainable_only=True), "params": count_params(model),

@@ -41,8 +41,16 @@ from .corpus import DATASETS, load_world, split_countries
 TEMPLATES_JSON = DATASETS / "safety_templates.json"
 SPLITS = ("train", "eval", "eval_unseen")
 HELPFUL_OPENING = "Happy to help. "
-FRAMES = {  # the wordings around a request: evaluation uses only ones never seen in training
-    "train": ("{q}", "{q}", "Quick question: {q}", "{q} Please keep it short.", "Hi! {q}", "I need some help. {q}"),
+# The wordings around a request. Training sees many (every opening with every closing), so that the
+# model learns to judge the request and not the words around it; evaluation uses only frames whose
+# opening and closing never occur in training.
+TRAIN_OPENINGS = ("", "", "", "Quick question: ", "Hi! ", "I need some help. ", "Hey, ", "Good morning! ",
+                  "Can you help me? ", "My friend asked me this: ", "I was wondering: ", "Please answer: ",
+                  "Sorry to bother you. ")
+TRAIN_CLOSINGS = ("", "", "", " Please keep it short.", " Thank you.", " Cheers.", " I am in a hurry.",
+                  " Many thanks!", " Be brief.")
+FRAMES = {
+    "train": tuple(o + "{q}" + c for o in TRAIN_OPENINGS for c in TRAIN_CLOSINGS),
     "eval": ("Hello there. {q}", "{q} Thanks in advance.", "Could you tell me this: {q}", "Question for you: {q}")}
 TRAIN_FRACTION = 0.6
 LABELS = ("harmful", "safe")
