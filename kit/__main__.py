@@ -239,12 +239,16 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     reports = [(f, "data file", check(f, eval_examples)[1]) for f in files]
     if eval_path:
         reports.append((eval_path, "evaluation file", eval_report))
-    several = len(reports) > 1
+    several, out = len(reports) > 1, sys.stdout  # written as it goes: a report may have a million lines
     if args.json:
-        print(json.dumps([row for f, _, r in reports for row in r.rows(**({"file": str(f)} if several else {}))],
-                         indent=1))
+        rows = (row for f, _, r in reports for row in r.rows(**({"file": str(f)} if several else {})))
+        for k, row in enumerate(rows):
+            out.write(("[\n " if k == 0 else ",\n ") + json.dumps(row))
+        out.write("\n]\n" if reports and any(r.problems for _, _, r in reports) else "[]\n")
     else:
-        print("\n".join(f"{f} ({what}): {r}" if several else str(r) for f, what, r in reports))
+        for f, what, r in reports:
+            for k, line in enumerate(r.lines()):
+                out.write((f"{f} ({what}): {line}" if several and k == 0 else line) + "\n")
     return 1 if any(r.errors for _, _, r in reports) else 0
 
 

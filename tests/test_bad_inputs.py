@@ -117,6 +117,8 @@ def _cases() -> dict[str, tuple[bytes, int, list[tuple[int, str]]]]:
                      [(1, "over the token limit")]),
         "long_50mb": (lines(chat(U, {"role": "assistant", "content": "x" * 50_000_000})), 1,
                       [(1, "line too long")]),
+        "many_messages": (lines(json.dumps({"messages": [U, A] * 60_000})), 0, [(1, "over the token limit")]),
+        "many_bad_lines": (b"{}\n" * 20_000, 1, [(1, "missing 'messages'"), (20_000, "missing 'messages'")]),
         # CSV
         "excel.csv": ("\ufeffuser,assistant\nWhat is the capital of Peru?,The capital of Peru is Lima.\n"
                       .encode(), 0, []),
@@ -129,6 +131,10 @@ def _cases() -> dict[str, tuple[bytes, int, list[tuple[int, str]]]]:
         "bad_json.csv": (b'messages\n"[{""role"": ""user""}"\n', 1, [(2, "malformed JSON")]),
         "not_utf8.csv": (b"user,assistant\nq1,a1\ncaf\xe9,a2\nq3,a3\n", 1, [(3, "not UTF-8")]),
         "empty.csv": (b"", 1, [(0, "holds no example")]),
+        "open_quote.csv": (b'user,assistant\nq1,a1\n"never closed,a2\nq3,a3\nq4,a4\n', 1,
+                           [(3, "runs on to line 5")]),
+        "long_cell.csv": (b"user,assistant\nq1," + b"x" * 200_000 + b"\nq2,a2\n", 1, [(2, "a cell longer than")]),
+        "bare_cr.csv": (b"user,assistant\r\nq1,a1\rq2,a2\r\nq3,a3\n", 1, [(2, "carriage return")]),
         "header_only.csv": (b"user,assistant\n", 1, [(0, "holds no example")]),
     }
     c["wrong_types_everywhere"] = (lines(*(json.dumps(v) for v in [

@@ -2,8 +2,8 @@ import hashlib
 import json
 import re
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -233,3 +233,15 @@ def test_empty_file_and_line_numbers_that_follow_newlines_only(tmp_path):
     cr.write_bytes(f"{good}\r\n{good[:-1]}\r,\"x\":1}}\n\u2028\n{{}}\n".encode())
     _, report = data.load_jsonl(cr)
     assert [(p.line, p.severity) for p in report.errors] == [(3, "error"), (4, "error")]
+
+
+def test_a_killed_writes_temporary_file_goes_at_the_next_write(tmp_path):
+    import os
+
+    path = tmp_path / "x.jsonl"
+    stale = tmp_path / f".x.jsonl.tmp-{2**22 + 3}"  # above any process id: its writer is gone
+    stale.write_text("half a file")
+    busy = tmp_path / f".x.jsonl.tmp-{os.getppid()}"  # a writer still running is left alone
+    busy.write_text("being written")
+    data.write_text_atomic(path, "whole\n")
+    assert not stale.exists() and busy.exists() and path.read_text() == "whole\n"

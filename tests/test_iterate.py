@@ -43,9 +43,8 @@ def test_real_sweep_records_finished_and_failed_runs(cache, sft_profile, tmp_pat
 
 
 def test_finetune_records_its_own_run_by_default(cache, sft_profile):
-    from kit.lessons.sft import finetune_recipe as finetune
-
     from kit.lessons.artifacts import base_model
+    from kit.lessons.sft import finetune_recipe as finetune
 
     finetune(sft_profile, base_model(sft_profile), measure=False)
     (rec,) = runs.list_runs()

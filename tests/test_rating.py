@@ -143,7 +143,8 @@ def test_a_cut_decisions_file_is_reported_and_the_rest_kept(tmp_path, items):
 
 
 def test_rated_text_is_escaped(tmp_path):
-    session = RatingSession([("<img src=x onerror=alert(1)>", "<u>one</u>", "<script>x</script>")], tmp_path / "p.jsonl")
+    session = RatingSession([("<img src=x onerror=alert(1)>", "<u>one</u>", "<script>x</script>")],
+                            tmp_path / "p.jsonl")
     ui = RatingWidget(session)
     shown = ui.prompt.value + ui.answers["a"].value + ui.answers["b"].value
     assert "<img" not in shown and "<script" not in shown and "<u>" not in shown and "&lt;img" in shown

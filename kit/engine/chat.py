@@ -70,18 +70,21 @@ def _check_messages(messages, field: str, err) -> list:
             continue
         for key in ("role", "content"):
             if key not in m:
-                err(f"{f}.{key}", f"message is missing {key!r}")
+                err(f"{f}.{key}", f"message is missing {key!r}" + (": add \"role\": \"user\" (or \"assistant\", "
+                                                                   "\"system\")" if key == "role" else
+                                                                   ": add the message's text as \"content\""))
         for key in sorted(set(m) - MESSAGE_KEYS, key=str):
             err(f"{f}.{_key(key)}", f"unknown key {short(key, 40)} in a message "
-                                    f"(allowed: {', '.join(sorted(MESSAGE_KEYS))})")
+                                    f"(allowed: {', '.join(sorted(MESSAGE_KEYS))}): remove or rename it")
         role, content = m.get("role"), m.get("content")
         if "role" in m and not (isinstance(role, str) and role in ROLES):
             err(f"{f}.role", f"unknown role {short(role, 40)} (expected one of: {', '.join(ROLES)})")
         if "content" in m:
             if not isinstance(content, str):
-                err(f"{f}.content", f"content must be a string (got {type(content).__name__})")
+                err(f"{f}.content", f"content must be a string (got {type(content).__name__}): write the text in "
+                                    "double quotes")
             elif not content.strip():
-                err(f"{f}.content", "content is empty")
+                err(f"{f}.content", "content is empty: write the message's text, or remove the message")
             elif bad := _SURROGATE.search(content):
                 err(f"{f}.content", f"content holds a lone surrogate ({bad.group()!r} at character {bad.start() + 1}), "
                                     "which is not valid Unicode text: fix the \\u escape (an emoji is a pair such as "
@@ -109,14 +112,16 @@ def check_example(entry, line: int = 0) -> list[Problem]:
 
     out: list[Problem] = []
     if not isinstance(entry, dict):
-        err("", f"entry is not a JSON object (got {type(entry).__name__})")
+        err("", f"entry is not a JSON object (got {type(entry).__name__}): write one object per line, "
+                "{\"messages\": [...]}")
         return out
     if "messages" not in entry and {"prompt", "chosen", "rejected"} & set(entry):
         return check_preference(entry, line)
     for key in sorted(set(entry) - ENTRY_KEYS, key=str):
         err(_key(key), f"unknown key {short(key, 40)} in the entry (expected only 'messages')", "warning")
     if "messages" not in entry:
-        err("messages", "missing 'messages'")
+        err("messages", "missing 'messages': a chat example is {\"messages\": [{\"role\": ..., \"content\": ...}, "
+                        "...]}")
         return out
     roles = _check_messages(entry["messages"], "messages", err)
     if not roles:
@@ -149,7 +154,7 @@ def check_preference(entry: dict, line: int = 0) -> list[Problem]:
             "warning")
     for key in ("prompt", "chosen", "rejected"):
         if key not in entry:
-            err(key, f"missing {key!r}")
+            err(key, f"missing {key!r}: a preference pair has a prompt, a chosen and a rejected reply")
     if out and any(p.severity == "error" for p in out):
         return out
     prompt_roles = _check_messages(entry["prompt"], "prompt", err)
@@ -279,8 +284,8 @@ def render(conversation: dict | list, tok, max_length: int | None = None) -> Ren
     messages = conversation["messages"] if isinstance(conversation, dict) else conversation
     exact = True
     if max_length is not None:  # a text far longer than max_length is cut in characters before tokenising
-        budget = (max_length + 16) * max_token_chars(tok) + 256
-        if sum(len(m["content"]) for m in messages) > budget:
+        budget = cut_budget(tok, max_length)
+        if conversation_size(messages) > budget:
             messages, exact = cut_messages(messages, budget), False
     ids, spans = reply_spans(messages, tok)
     weights = [m.get("weight", 1) for m in messages if m["role"] == "assistant"]
@@ -296,19 +301,32 @@ def render(conversation: dict | list, tok, max_length: int | None = None) -> Ren
     return Rendered(ids, mask, n_assistant, truncated, n_assistant - sum(mask), exact)
 
 
+MESSAGE_CHARS = 16  # what a template adds around each message (role markers, end of turn), in characters
+
+
 def conversation_chars(messages: list[dict]) -> int:
     """The length of a conversation in characters (its contents), measured before any tokenising."""
     return sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
 
 
+def conversation_size(messages: list[dict]) -> int:
+    """What rendering a conversation costs, in characters: its contents and a little per message."""
+    return conversation_chars(messages) + MESSAGE_CHARS * len(messages)
+
+
+def cut_budget(tok, max_length: int) -> int:
+    """Characters that surely make more than `max_length` tokens (see `max_token_chars`), with a margin."""
+    return (max_length + 16) * max_token_chars(tok) + 256
+
+
 def cut_messages(messages: list[dict], budget: int) -> list[dict]:
-    """The conversation cut after `budget` characters of content (the later messages left out)."""
+    """The conversation cut after `budget` characters (see `conversation_size`; the later messages left out)."""
     out = []
     for m in messages:
         if budget <= 0:
             break
         out.append({**m, "content": m["content"][:budget]})
-        budget -= len(m["content"])
+        budget -= len(m["content"]) + MESSAGE_CHARS
     return out
 
 

@@ -24,6 +24,8 @@ from .chat import (
     TemplateError,
     check_example,
     conversation_chars,
+    conversation_size,
+    cut_budget,
     find_special_token,
     max_token_chars,
     render,
@@ -163,7 +165,7 @@ def validate(examples: list[dict], tok, max_length: int | None = None,
             if r is not None:
                 n_tokens += len(r.input_ids)
                 n_loss += r.n_loss_tokens
-        if sum(conversation_chars(c["messages"]) for c in conversations(ex)) > MAX_CHARS:
+        if sum(conversation_size(c["messages"]) for c in conversations(ex)) > MAX_CHARS:
             continue  # too long to be anyone's duplicate, and comparing it would copy it several times
         exact = _digest(json.dumps(clean(ex), sort_keys=True))
         near = _digest(normalise(" ".join(m["content"] for c in conversations(ex) for m in c["messages"])))
@@ -214,12 +216,14 @@ def _special_tokens(ex: dict, tok, line: int, report: Report) -> bool:
 def _check_render(conv: dict, tok, max_length: int | None, end_ids: set[int], line: int,
                   report: Report) -> Rendered | None:
     """Template checks of one conversation (length, truncation, tokens with loss, a trained end-of-turn)."""
-    chars = conversation_chars(conv["messages"])
-    if max_length is None and chars > MAX_CHARS:
+    chars, size = conversation_chars(conv["messages"]), conversation_size(conv["messages"])
+    if size > MAX_CHARS and (max_length is None or cut_budget(tok, max_length) > MAX_CHARS):
+        n = len(conv["messages"])
         report.problems.append(Problem(line, "messages", "error", (
-            f"too long to check: {chars:,} characters (over {MAX_CHARS:,}, the most checked without a max_length): "
-            "give the training context length (--max-length / max_length=) to see what training keeps, or "
-            "split the conversation")))
+            f"too long to check: {chars:,} characters in {n:,} messages (over {MAX_CHARS:,} characters, the most "
+            "the validator tokenises" + (" without a max_length" if max_length is None else "") + "): give the "
+            "training context length (--max-length / max_length=) to see what training keeps, or split the "
+            "conversation")))
         return None
     try:
         r = render(conv, tok, max_length)

@@ -52,8 +52,7 @@ def load_csv(path: str | Path, strict: bool = False) -> tuple[list[dict], Report
             break
         except csv.Error as e:
             report.n_examples += header is not None
-            report.problems.append(Problem(start, "", "error", f"this row cannot be read as CSV ({e}): check its "
-                                                                "quotes; a cell with a quote writes it twice (\"\")"))
+            report.problems.append(Problem(start, "", "error", _csv_message(str(e))))
             continue
         lines = range(start, reader.line_num + 1)
         if any(n in bad for n in lines):
@@ -69,9 +68,12 @@ def load_csv(path: str | Path, strict: bool = False) -> tuple[list[dict], Report
             continue
         report.n_examples += 1
         if len(row) != len(header):
-            report.problems.append(Problem(start, "", "error", (
-                f"this row has {len(row)} cells but the header has {len(header)}: an unquoted comma (or a missing "
-                "one) shifts the cells; put every cell that holds a comma in double quotes")))
+            why = (f"this row has {len(row)} cells but the header has {len(header)}: an unquoted comma (or a missing "
+                   "one) shifts the cells; put every cell that holds a comma in double quotes")
+            if len(lines) > 1:
+                why += (f" (the row runs on to line {lines[-1]}: a double quote that is never closed joins the lines "
+                        "after it)")
+            report.problems.append(Problem(start, "", "error", why))
             continue
         cells = dict(zip(header, row))
         if "messages" in cells:
@@ -86,6 +88,16 @@ def load_csv(path: str | Path, strict: bool = False) -> tuple[list[dict], Report
             entry = {"messages": [{"role": r, "content": cells[r]} for r in ROLES if cells.get(r)]}
         accept(entry, start, examples, report, first)
     return finish(examples, report, strict, str(path))
+
+
+def _csv_message(error: str) -> str:
+    if "field limit" in error:
+        return (f"a cell longer than {csv.field_size_limit():,} characters (or a double quote that is never closed, "
+                "which joins the lines after it): shorten the cell, close the quote, or give the data as JSONL")
+    if "new-line character" in error:
+        return ("a carriage return (\\r) inside a cell that is not quoted: save the file with ordinary line endings "
+                "(\\n or \\r\\n), or put the cell in double quotes")
+    return f"this row cannot be read as CSV ({error}): check its quotes; a quote inside a cell is written twice (\"\")"
 
 
 def _check_header(header: list[str], line: int, report: Report) -> bool:

@@ -101,7 +101,8 @@ def parse_json(text: str) -> tuple[object, list[str]]:
     try:
         value = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
-        raise LineError(f"malformed JSON: {e.msg} at column {e.colno}") from None
+        raise LineError(f"malformed JSON: {e.msg} at column {e.colno} (each line must hold one whole JSON "
+                        "object)") from None
     except RecursionError:
         raise LineError(f"JSON nested too deeply (over {MAX_DEPTH} levels; a chat example needs 4)") from None
     except LineError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .chat import Problem, check_example
@@ -47,21 +48,26 @@ class Report:
     def sorted(self) -> list[Problem]:
         return sorted(self.problems, key=lambda p: (p.line, p.severity != "error", p.field))
 
-    def rows(self, **extra) -> list[dict]:
-        """The problems as plain dicts (line, field, severity, message, and any `extra` keys)."""
-        return [{"line": p.line, "field": p.field, "severity": p.severity, "message": p.message, **extra}
-                for p in self.sorted()]
+    def rows(self, **extra) -> Iterator[dict]:
+        """The problems as plain dicts (line, field, severity, message, and any `extra` keys), in line order."""
+        return ({"line": p.line, "field": p.field, "severity": p.severity, "message": p.message, **extra}
+                for p in self.sorted())
 
     def to_json(self) -> str:
-        return json.dumps(self.rows(), indent=1)
+        return json.dumps(list(self.rows()), indent=1)
 
-    def __str__(self) -> str:
+    def lines(self) -> Iterator[str]:
+        """The table line by line: a summary, then one line per problem (a long report is printed as it goes)."""
         head = f"{self.n_examples} examples: {len(self.errors)} errors, {len(self.warnings)} warnings"
         if self.summary:
             head += (f"; {self.summary['tokens']} tokens, {self.summary['loss_tokens']} carry loss "
                      f"({self.summary['loss_token_share']:.0%})")
-        rows = [f"  line {p.line:>5}  {p.severity:<7}  {p.field or '-':<22}  {p.message}" for p in self.sorted()]
-        return "\n".join([head, *rows])
+        yield head
+        for p in self.sorted():
+            yield f"  line {p.line:>5}  {p.severity:<7}  {p.field or '-':<22}  {p.message}"
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
 
     def _repr_html_(self) -> str:
         colour = {"error": "#fdd", "warning": "#ffd"}

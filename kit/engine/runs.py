@@ -27,23 +27,11 @@ from pathlib import Path
 
 from .cache import cache_root
 from .chat import check_preference
+from .sanitize import FORMULA_START, safe_cell, slug, unsafe_cell  # noqa: F401 (FORMULA_START: re-exported)
 
 
 def runs_root(root: str | Path | None = None) -> Path:
     return Path(root) if root is not None else cache_root() / "runs"
-
-
-def slug(name: str, limit: int = 120) -> str:
-    """A run name as a safe folder name: letters, digits and `._=+-` only (others become `_`), no leading dot,
-    at most `limit` characters (a long name keeps a hash of the whole, so two long names stay apart).
-
-    >>> slug("../../etc/x y")
-    'etc_x_y'
-    """
-    text = re.sub(r"[^A-Za-z0-9._=+-]", "_", str(name)).lstrip("._") or "run"
-    if len(text) > limit:
-        text = f"{text[:limit - 13]}-{hashlib.sha256(str(name).encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
-    return text
 
 
 def run_folder(name: str, root: str | Path | None = None) -> Path:
@@ -413,24 +401,6 @@ def export_pairs_csv(pairs: list[dict], path: str | Path, blind: bool = False, s
             out.writerow([safe_cell(user), text(a), text(b), "" if blind else "a", "",
                           json.dumps({"prompt": p["prompt"], "a": a, "b": b}, ensure_ascii=False)])
     return Path(path)
-
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so as a formula
-
-
-def safe_cell(text: str) -> str:
-    """A text as a CSV cell no spreadsheet runs as a formula: one starting with = + - @ (or a tab / carriage
-    return), or with the escape "'" itself, gets a leading "'"; `unsafe_cell` takes it off again.
-
-    >>> safe_cell("=HYPERLINK(\"http://x\")"), unsafe_cell(safe_cell("'quoted"))
-    ('\'=HYPERLINK("http://x")', "'quoted")
-    """
-    return "'" + text if text.startswith((*FORMULA_START, "'")) else text
-
-
-def unsafe_cell(text: str) -> str:
-    """The text `safe_cell` was given."""
-    return text[1:] if text.startswith("'") else text
 
 
 class ImportedPairs(list):

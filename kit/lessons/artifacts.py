@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.cache import cache_root, entry_key, is_complete, sha256, write_entry
+from ..engine.cache import cache_root, entry_key, is_complete, remove_stale_temps, sha256, write_entry
 from ..engine.config import RUNTIME_FIELDS, to_dict
 from .profiles import Profile, get_profile
 
@@ -98,6 +98,7 @@ def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, r
 
     profile = get_profile(profile)
     entry = base_entry(profile)
+    remove_stale_temps(entry)  # what a killed build was writing
     if rebuild or not is_complete(entry):
         checkpoints = cache_root() / "checkpoints" / entry.name
         if fresh:
@@ -139,6 +140,7 @@ def sft_model(profile: Profile | str | None = None, *, rebuild: bool = False, ca
     profile = get_profile(profile)
     base = base_model(profile)
     entry = cache_root() / "sft" / f"{profile.name}-{entry_key(base.path.name, to_dict(profile.sft), DATA_VERSION)}"
+    remove_stale_temps(entry)
     if rebuild or not is_complete(entry):
         result = finetune_recipe(profile, base=base, callbacks=callbacks)
         model = merge_lora(result.model)
