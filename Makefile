@@ -10,7 +10,7 @@ TORCH_INDEX   ?=
 STAMP  := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
-.PHONY: install lab test lint unit notebooks pretrain bench clean
+.PHONY: install lab test lint unit notebooks pretrain bench clean class-ready doctor
 
 install: $(STAMP)
 
@@ -30,7 +30,7 @@ lab: install
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
 
 lint: install
-	$(BIN)/ruff check kit tests bench notebooks
+	$(BIN)/ruff check kit tests bench notebooks solutions
 	$(BIN)/lint-imports
 
 unit: install
@@ -44,6 +44,16 @@ test: lint
 
 pretrain: install
 	$(OFFLINE) $(BIN)/python -m kit pretrain
+
+# Before class: build every artefact, run every notebook headless, time them, check the figures against
+# bench/expected.json, write executed HTML copies to $(KIT_CACHE or .cache)/reference/. Exits 1 with what to do.
+PROFILE ?= classroom
+class-ready: install
+	$(OFFLINE) $(BIN)/python bench/course.py --profile $(PROFILE)
+
+# Is this machine ready? Runs without the install step, so that it can diagnose a broken one.
+doctor:
+	@$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m kit.doctor
 
 clean:
 	rm -rf .cache .pytest_cache .ruff_cache

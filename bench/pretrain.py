@@ -1,6 +1,11 @@
-"""Pre-training throughput of the kit's loop for a profile's model (tokens/s, s/step, peak RSS).
+"""Pre-training throughput of the kit's loop for a profile's model, and how close it runs to the CPU's limit.
 
-Run: `python bench/pretrain.py [--profile classroom] [--steps 30]`. Prints a table, then one JSON line.
+Run: `python bench/pretrain.py [--profile classroom] [--steps 30] [--compile]`. Prints a table, then one JSON line.
+
+`cpu_mfu` is the training FLOP/s of the loop divided by the FLOP/s this CPU reaches on a dense fp32
+matmul of the model's own width (measured in the same run, with the same threads): how far the loop
+is from what the machine can do. Training FLOPs per token: 6N (forward + backward through every
+weight, the tied output layer included) plus 12 * layers * width * seq_len for attention scores.
 Timings are for this machine at this moment: compare ratios measured in one run, not across runs.
 """
 
@@ -19,22 +24,43 @@ from kit.lessons.pretrain import corpus_rows
 from kit.lessons.profiles import get_profile
 
 
+def matmul_flops(m: int, k: int, n: int, seconds: float = 2.0) -> float:
+    """FLOP/s of a dense fp32 (m, k) @ (k, n) matmul, repeated for about `seconds` after a warm-up."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return 2 * m * k * n * reps / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="classroom")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (TrainConfig.compile)")
     args = ap.parse_args()
     profile = get_profile(args.profile)
-    cfg = profile.with_pretrain(max_steps=args.steps, warmup_steps=1, eval_every=0, log_every=args.steps).pretrain
+    cfg = profile.with_pretrain(max_steps=args.steps, warmup_steps=1, eval_every=0, log_every=args.steps,
+                                compile=args.compile).pretrain
     tok, rows, _ = corpus_rows(profile)
     model = create(profile.model, len(tok), tokenizer=tok)
     t0 = time.perf_counter()
     hist = train(model, rows, cfg)
     seconds = time.perf_counter() - t0
+    m = profile.model
+    flops_per_token = 6 * count_params(model) + 12 * m.n_layers * m.hidden_size * cfg.seq_len
+    train_flops = flops_per_token * hist.tokens / seconds
+    tokens = cfg.batch_size * cfg.seq_len  # one micro-batch's rows x width, as the model's matmuls see them
+    peak = matmul_flops(tokens, m.hidden_size, m.intermediate_size)
     out = {
-        "profile": profile.name, "params": count_params(model), "steps": args.steps,
+        "profile": profile.name, "params": count_params(model), "steps": args.steps, "compile": args.compile,
         "tokens_per_step": cfg.batch_size * cfg.grad_accum * cfg.seq_len,
         "tokens_per_s": round(hist.tokens / seconds, 1), "s_per_step": round(seconds / args.steps, 4),
+        "train_gflops": round(train_flops / 1e9, 2), "matmul_gflops": round(peak / 1e9, 2),
+        "cpu_mfu": round(train_flops / peak, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": torch.get_num_threads(),
     }

@@ -43,7 +43,7 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
         globals()[name] = value
         return value
-    if name in ("engine", "world", "lessons", "widgets"):
+    if name in ("engine", "world", "lessons", "widgets", "exercises"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'kit' has no attribute {name!r}")
 

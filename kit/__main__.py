@@ -65,13 +65,13 @@ def cmd_sft(args: argparse.Namespace) -> dict:
     changes = {k: v for k, v in (("epochs", args.epochs), ("lora_lr" if lora else "lr", args.lr)) if v is not None}
     profile = profile.with_sft(**changes) if changes else profile
     quiet()
-    from .engine.cache import cache_root
+    from .engine.runs import runs_root
     from .engine.train import ProgressBar
     from .lessons.artifacts import base_model
     from .lessons.sft import finetune_recipe
 
     t0 = time.perf_counter()
-    out_dir = args.out or cache_root() / "runs" / f"sft-{profile.name}-{'lora' if lora else 'full'}"
+    out_dir = args.out or runs_root() / f"sft-{profile.name}-{'lora' if lora else 'full'}"
     result = finetune_recipe(profile, base_model(profile), lora=lora, callbacks=[ProgressBar("fine-tuning")],
                              out_dir=out_dir)
     info = result.info
@@ -165,16 +165,20 @@ def cmd_safety(args: argparse.Namespace) -> dict:
     profile = get_profile(args.profile)
     if args.redteam is not None:
         input_file(args.redteam, "--redteam file")
+    if getattr(args, "eval_prompts", None) is not None:
+        input_file(args.eval_prompts, "--eval-prompts file")
     quiet()
     from .lessons.safety_run import STAGES, run_safety, summary_table, to_json
 
-    out = run_safety(profile, redteam_path=args.redteam, log=lambda m: print(m, file=sys.stderr))
+    out = run_safety(profile, redteam_path=args.redteam, eval_prompts_path=args.eval_prompts,
+                     log=lambda m: print(m, file=sys.stderr))
     print(summary_table(out), file=sys.stderr)
     keys = ("refusal_rate", "over_refusal_rate", "heldout_qa_accuracy", "refusal_rate_classifier",
             "over_refusal_rate_classifier", "eval_unseen_refusal_rate", "eval_unseen_over_refusal_rate")
     res = to_json(out)
     for st in STAGES:
-        res[st] = {k: res[st][k] for k in keys + tuple(k for k in res[st] if k.startswith("redteam_"))}
+        res[st] = {k: res[st][k] for k in keys + tuple(k for k in res[st] if k.startswith("redteam_"))
+                   + (("eval_prompts",) if "eval_prompts" in res[st] else ())}
     return res
 
 
@@ -311,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="smoke | classroom | gpu (default: $KIT_PROFILE, else by device)")
     p.add_argument("--redteam", default=None,
                    help="a red-team JSONL file (notebook 04's widget) to evaluate and train on")
+    p.add_argument("--eval-prompts", default=None,
+                   help='JSONL of {"prompt": ..., "harmful": true|false, "category": ...}: measured, never trained on')
     p.set_defaults(fn=cmd_safety)
 
     p = sub.add_parser("sweep", help="fine-tune once per point of a grid, resumably, and compare the runs")

@@ -1,10 +1,15 @@
 import csv
 
+import pytest
+
 from kit.world.corpus import (
+    ANSWERS,
+    CHAT_QUESTIONS,
     COUNTRIES_CSV,
     FACTS,
     CorpusConfig,
     build_corpus,
+    chat_splits,
     cloze_prompts,
     load_world,
     split_countries,
@@ -60,3 +65,31 @@ def test_cloze_prompts_align_with_answers():
     prompts, answers = cloze_prompts(world)
     assert prompts[list(world).index("France")] == "The capital of France is"
     assert answers[list(world).index("France")] == "Paris"
+
+
+def test_edited_templates_reach_the_generated_examples(world):
+    questions = {fact: list(qs) for fact, qs in CHAT_QUESTIONS.items()}
+    questions["capital"] = ["Capital of {name}, please?"]
+    answers = {**ANSWERS, "capital": "{capital} is where the government of {name} sits."}
+    edited = chat_splits(world, per_fact=1, questions=questions, answers=answers)
+    default = chat_splits(world, per_fact=1)
+    pairs = [(ex["messages"][-2]["content"], ex["messages"][-1]["content"]) for split in edited.values()
+             for ex in split]
+    capital = [(q, a) for q, a in pairs if q.startswith("Capital of ")]
+    assert len(capital) == len(split_countries(world)["qa"]) + len(split_countries(world)["heldout"])
+    name = capital[0][0].removeprefix("Capital of ").removesuffix(", please?")
+    assert capital[0][1] == f"{world[name].capital} is where the government of {name} sits."
+    assert not any("The capital of" in a for _, a in pairs)  # the old capital answer is gone everywhere
+    assert len(edited["train"]) == len(default["train"])  # only the wording changed
+    assert CHAT_QUESTIONS["capital"][0] == "What is the capital of {name}?"  # the module's lists are untouched
+
+
+def test_broken_templates_are_listed_at_once(world):
+    questions = {**CHAT_QUESTIONS, "capital": ["What is the capital?"], "currency": []}
+    answers = {**ANSWERS, "language": "People in {name} speak {lang}."}
+    with pytest.raises(ValueError) as e:
+        chat_splits(world, questions=questions, answers=answers)
+    msg = str(e.value)
+    assert "questions['currency'] is missing or empty" in msg
+    assert "'What is the capital?' has no {name}" in msg
+    assert "uses {lang}" in msg and "{capital}" in msg

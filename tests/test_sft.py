@@ -186,3 +186,26 @@ def test_accumulation_normalises_by_loss_tokens_on_variable_length_rows(tok):
                                        eval_every=0, lr=1e-3))
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(weights[0], weights[1], atol=1e-5)
+
+
+def test_first_token_weight_weighs_the_first_token_of_each_reply_only(tok):
+    conv = {"messages": [{"role": "user", "content": "Capital of Peru?"},
+                         {"role": "assistant", "content": "The capital of Peru is Lima."},
+                         {"role": "user", "content": "And Chile?"},
+                         {"role": "assistant", "content": "Santiago."}]}
+    plain = PackedChat.from_examples([conv], tok, seq_len=64, replay_docs=["A story about a market."])
+    heavy = PackedChat.from_examples([conv], tok, seq_len=64, replay_docs=["A story about a market."],
+                                     first_token_weight=5.0)
+    assert "weights" not in plain[0]
+    row = heavy.collate([heavy[0]])
+    labels, weights = row["labels"][0], row["weights"][0]
+    firsts = [j for j in range(len(labels)) if weights[j] == 5.0]
+    assert len(firsts) == 2  # one per reply; the replay document gets none
+    want = [tok(t, add_special_tokens=False)["input_ids"][0] for t in ("The capital of Peru is Lima.", "Santiago.")]
+    assert [int(labels[j]) for j in firsts] == want
+    model = load("smoke", tokenizer=tok, seed=0).model
+    from kit.engine.train import causal_lm_loss
+
+    base_loss, n = causal_lm_loss(model, plain.collate([plain[0]]))
+    weighted, n2 = causal_lm_loss(model, row)
+    assert n == n2 and weighted > base_loss  # the same tokens, two of them counted five times

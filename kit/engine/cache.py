@@ -6,6 +6,10 @@ does not match its files (a killed build, a truncated copy) counts as absent, ne
 half-way. Checkpoints and the course's build-on-demand artefacts use the same two functions.
 
 The cache folder is `$KIT_CACHE` if set, else `.cache/` in the project checkout (git-ignored).
+A class can share one pre-built cache, read-only: entries are only read when complete, their
+files are readable by everyone who can read the folder, and what a learner writes while working
+(run records) goes to `work_root()`, which is the cache itself when writable, else a folder of
+the learner's own.
 
 Example:
     >>> entry_key({"lr": 1e-3}, "v1") == entry_key({"lr": 1e-3}, "v1")
@@ -31,6 +35,30 @@ def cache_root() -> Path:
     if (checkout / "pyproject.toml").exists() and os.access(checkout, os.W_OK):
         return checkout / ".cache"
     return Path.home() / ".cache" / "fine-tuning-kit"
+
+
+def is_writable(path: Path) -> bool:
+    """True when `path` (or, if it does not exist yet, its nearest existing parent) can be written."""
+    path = Path(path)
+    existing = path if path.exists() else next((p for p in path.parents if p.exists()), None)
+    return existing is not None and os.access(existing, os.W_OK)
+
+
+def work_root() -> Path:
+    """Where the kit writes what a learner makes (run records): `$KIT_WORK`, else the cache if it is
+    writable, else `~/.cache/fine-tuning-kit` (a shared read-only cache leaves each learner their own)."""
+    if os.environ.get("KIT_WORK"):
+        return Path(os.environ["KIT_WORK"]).expanduser()
+    root = cache_root()
+    return root if is_writable(root) else Path.home() / ".cache" / "fine-tuning-kit"
+
+
+def read_only_message(entry: Path, build: str) -> str:
+    """What to say when a needed entry is missing from a cache this user cannot write."""
+    return (f"the cache {entry.parent.parent} is read-only and has no complete {entry.parent.name} entry "
+            f"{entry.name} that this account can read: ask whoever shares it to build it there (`{build}`; "
+            f"`chmod -R a+rX {entry.parent.parent}` if it exists but is unreadable), or set KIT_CACHE to a folder "
+            "you can write, and the kit builds it for you")
 
 
 def sha256(path: Path) -> str:
@@ -105,12 +133,39 @@ def remove_stale_temps(path: Path, pattern: str | None = None) -> list[Path]:
         pid = p.name.rsplit("-", 1)[-1]
         if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
             continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+        try:  # a shared, read-only cache: nothing to clean for this account
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        except OSError:
+            continue
         found.append(p)
     return found
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux), else 0o022's usual reading."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it back at once
+    os.umask(mask)
+    return mask
+
+
+def readable(folder: Path) -> None:
+    """Give everything under `folder` the read permissions the user's umask allows (safetensors writes its files
+    0600), so that a cache built by one account can be read by the others who share it."""
+    mask = _umask()
+    for p in [folder, *folder.rglob("*")]:
+        bits = (0o555 if p.is_dir() else 0o444) & ~mask
+        mode = p.stat().st_mode
+        if mode & bits != bits:
+            p.chmod(mode | bits)
 
 
 def write_entry(entry: Path, fill: Callable[[Path], None]) -> None:
@@ -122,6 +177,7 @@ def write_entry(entry: Path, fill: Callable[[Path], None]) -> None:
     tmp.mkdir()
     try:
         fill(tmp)
+        readable(tmp)
         files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": sha256(p)}
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / "manifest.json").write_text(json.dumps({"files": files}, indent=1))

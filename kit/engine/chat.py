@@ -212,9 +212,10 @@ def reply_spans(messages: list[dict], tok) -> tuple[list[int], list[tuple[int, i
     """Token ids of a whole conversation and the [start, end) token span of every assistant reply, in order.
 
     With `{% generation %}` in the template the spans are the template's own. Otherwise they come
-    from rendering growing prefixes: the text added by an assistant message, after the generation
-    prompt that precedes it, is its reply (content, end-of-turn token, and whatever the template
-    writes up to the next turn, such as a newline).
+    from rendering growing prefixes: an assistant message's reply starts after the generation
+    prompt that precedes it and runs as far as the text is the same whether the conversation stops
+    there or goes on (content, end-of-turn token, a newline the template writes after it; not an
+    end-of-conversation token some templates append only after the last turn).
 
     Raises:
         TemplateError: the template rewrites earlier turns as later ones follow, drops a reply, or
@@ -245,27 +246,48 @@ def reply_spans(messages: list[dict], tok) -> tuple[list[int], list[tuple[int, i
             continue
         prompt = _render_text(tok, plain[:k], add_generation_prompt=True) if k else ""
         upto = _render_text(tok, plain[: k + 1])
-        if not upto.startswith(prompt) or not full.startswith(upto):
+        if k + 1 < len(plain):
+            end = _common_prefix(upto, full)  # the reply as the whole conversation renders it
+        else:  # the last reply: up to where another turn would start (no end-of-conversation trailer)
+            end = len(upto)
+            try:
+                probe = _common_prefix(upto, _render_text(tok, [*plain, {"role": "user", "content": "ok"}]))
+                if m["content"].strip() in upto[len(prompt):probe]:
+                    end = probe
+            except TemplateError:
+                pass
+        reply = full[len(prompt):end] if full.startswith(prompt) and upto.startswith(prompt) else None
+        if reply is None or (m["content"].strip() and m["content"].strip() not in reply):
             raise TemplateError(
-                f"the chat template does not render this conversation the same way as it grows (message {k} "
-                "changes the text before it): it rewrites earlier turns, e.g. by dropping the reasoning of "
-                "past assistant replies, so the loss mask cannot be found from prefixes. Fix: put "
-                "{% generation %}...{% endgeneration %} around the assistant content in tok.chat_template, or "
-                "use a template that renders each turn once")
-        if m["content"].strip() and m["content"].strip() not in upto[len(prompt):]:
-            raise TemplateError(f"the chat template left out the text of assistant message {k}: it cannot be "
-                                "trained on; use a template that renders every assistant reply")
-        char_spans.append((len(prompt), len(upto)))
-    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+                f"the chat template does not render this conversation the same way as it grows (assistant message "
+                f"{k} reads differently once later turns follow, or the text before it changes): it rewrites earlier "
+                "turns, e.g. by dropping the reasoning of past replies, so the loss mask cannot be found from "
+                "prefixes. Fix: put {% generation %}...{% endgeneration %} around the assistant content in "
+                "tok.chat_template, or use a template that renders each turn once")
+        char_spans.append((len(prompt), end))
+    try:
+        enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError as e:
+        raise TemplateError("finding the loss mask of a template without {% generation %} needs a fast tokenizer "
+                            "(offsets): load it with AutoTokenizer.from_pretrained(..., use_fast=True)") from e
     ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
     spans = []
-    for a, b in char_spans:
-        inside = [i for i, (s, _) in enumerate(offsets) if a <= s < b]
+    for a, b in char_spans:  # whole tokens only: one that straddles a boundary belongs to the turn around it
+        inside = [i for i, (s, e) in enumerate(offsets) if a <= s and e <= b and e > s]
         if inside:
             spans.append((inside[0], inside[-1] + 1))
     if len(spans) != len(char_spans):
         raise TemplateError("an assistant reply renders to no token at all: check the conversation's content")
     return ids, spans
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix of two strings."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def render(conversation: dict | list, tok, max_length: int | None = None) -> Rendered:

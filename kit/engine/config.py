@@ -41,7 +41,7 @@ class TokenizerConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run of `kit.train.train` (pre-training now; SFT and DPO later)."""
+    """One training run of `kit.engine.train.train` (pre-training, SFT and DPO)."""
 
     max_steps: int = 100
     batch_size: int = 16            # rows per micro-batch
@@ -87,6 +87,7 @@ class SFTConfig:
     seq_len: int = 128
     warmup_ratio: float = 0.05
     replay: float = 0.5              # plain-text documents mixed in, per chat example (against forgetting)
+    first_token_weight: float = 1.0  # loss weight of each reply's first token (where it decides to help or refuse)
     eval_every: int = 0              # validation-loss interval in steps (0: once per epoch)
     log_every: int = 5
     seed: int = 0
@@ -175,7 +176,8 @@ def problems_train(t: TrainConfig, prefix: str = "train") -> list[str]:
 
 def problems_sft(s: SFTConfig, max_seq_len: int | None = None, prefix: str = "sft") -> list[str]:
     out = []
-    for f in ("epochs", "lr", "lora_lr", "lora_r", "lora_alpha", "batch_size", "seq_len", "log_every"):
+    for f in ("epochs", "lr", "lora_lr", "lora_r", "lora_alpha", "batch_size", "seq_len", "log_every",
+              "first_token_weight"):
         if not _positive(getattr(s, f)):
             out.append(_not_positive(prefix, f, getattr(s, f)))
     out += _whole_problems(s, ("lora_r", "lora_alpha", "batch_size", "seq_len", "log_every", "eval_every"), prefix)

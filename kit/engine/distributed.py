@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -63,7 +64,21 @@ def setup(device: torch.device, batch_size: int) -> tuple[Dist, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(shutdown)  # the kit made the group, so the kit tears it down
     return d, device
+
+
+def shutdown() -> None:
+    """Destroy the process group the kit created, while the interpreter is still whole.
+
+    Left to interpreter exit, the group is destroyed during finalisation: gloo's worker threads
+    (and the async work objects FSDP keeps, holding tensors) are torn down after Python's own
+    state, and the C++ runtime aborts both ranks with "terminate called without an active
+    exception" (SIGABRT), now and then. `setup()` registers this with `atexit` when it created
+    the group; calling it earlier is safe, and a second call does nothing.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def device_settings(device: torch.device, cpu_threads: int, tf32: bool) -> None:

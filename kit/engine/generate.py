@@ -1,7 +1,7 @@
 """Sampling helpers: batched completion, next-token probabilities, and chat replies.
 
 Example:
-    >>> from kit.artifacts import base_model
+    >>> from kit.lessons.artifacts import base_model
     >>> base = base_model("smoke")                              # doctest: +SKIP
     >>> complete(base.model, base.tokenizer, ["The capital of France is"])  # doctest: +SKIP
     [' Paris.']

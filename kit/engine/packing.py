@@ -62,10 +62,11 @@ class PackedChat:
                 room.append(seq_len - n)
         self.n_examples = len(rendered)
         self.dropped: list = []
+        self.first_token_weight = 1.0
 
     @classmethod
     def from_examples(cls, examples: list[dict], tok, seq_len: int, seed: int = 0,
-                      replay_docs: Sequence[str] = ()) -> PackedChat:
+                      replay_docs: Sequence[str] = (), first_token_weight: float = 1.0) -> PackedChat:
         """Render (chat template + loss mask) and pack; rows with no loss token are dropped and counted.
 
         `replay_docs` are plain documents packed beside the chats, every token learned: "replay"
@@ -79,6 +80,7 @@ class PackedChat:
             rendered.append(Rendered(doc, [0] + [1] * (len(doc) - 1), len(doc) - 1, 0, 0))
             kinds.append(1)
         packed = cls(rendered, seq_len, tok.pad_token_id, seed, kinds)
+        packed.first_token_weight = first_token_weight
         packed.dropped = dropped
         return packed
 
@@ -100,7 +102,13 @@ class PackedChat:
         pos += [0] * pad
         seg += [-1 - k for k in range(pad)]  # each padding token is its own segment: it attends only itself
         kind += [0] * pad
-        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
+        if self.first_token_weight != 1.0:  # the first token of each reply: where the model decides how to answer
+            weights = [self.first_token_weight if lab != IGNORE and kind[j] == 0 and (j == 0 or labels[j - 1] == IGNORE)
+                       else 1.0 for j, lab in enumerate(labels)]
+            extra = {"weights": torch.tensor(weights)}
+        else:
+            extra = {}
+        return {**extra, "input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
                 "position_ids": torch.tensor(pos), "segments": torch.tensor(seg), "kind": torch.tensor(kind)}
 
     @staticmethod
@@ -112,7 +120,8 @@ class PackedChat:
         return {"input_ids": torch.stack([it["input_ids"] for it in items]),
                 "labels": torch.stack([it["labels"] for it in items]),
                 "position_ids": torch.stack([it["position_ids"] for it in items]),
-                "attention_mask": (same & causal)[:, None]}  # (B, 1, T, T), True = may attend
+                "attention_mask": (same & causal)[:, None],  # (B, 1, T, T), True = may attend
+                **({"weights": torch.stack([it["weights"] for it in items])} if "weights" in items[0] else {})}
 
     def kinds(self, i: int) -> torch.Tensor:
         """Per-token kind of row i (0: chat, 1: replay), aligned with its labels."""

@@ -1,6 +1,6 @@
 """Runs: record each training run in a folder, compare runs, sweep settings, write a report.
 
-A run is a folder `<root>/<name>/` (root: `cache_root() / "runs"` unless given; the name reduced to a safe slug
+A run is a folder `<root>/<name>/` (root: `work_root() / "runs"` unless given; the name reduced to a safe slug
 that stays inside it): `run.json` (status "running" | "finished" | "stopped" | "failed" (settings refused) |
 "crashed", error, config, data fingerprints, versions, times, checkpoint, results; rewritten atomically),
 `metrics.jsonl` (one line per training read-out or validation pass, appended at once), `samples.json`
@@ -25,13 +25,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .cache import cache_root
+from .cache import work_root
 from .chat import check_preference
 from .sanitize import FORMULA_START, safe_cell, slug, unsafe_cell  # noqa: F401 (FORMULA_START: re-exported)
 
 
 def runs_root(root: str | Path | None = None) -> Path:
-    return Path(root) if root is not None else cache_root() / "runs"
+    """`root`, else `work_root() / "runs"`: the cache's runs folder, or the learner's own beside a read-only cache."""
+    return Path(root) if root is not None else work_root() / "runs"
 
 
 def run_folder(name: str, root: str | Path | None = None) -> Path:

@@ -73,7 +73,12 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
     raise_problems(problems_sft(config))
     callbacks = [*callbacks, run] if run is not None else list(callbacks)  # the run records the curve
     tok = prepare(tok, note=lambda m: _note(callbacks, m))
-    rows = PackedChat.from_examples(train_examples, tok, config.seq_len, config.seed, replay_docs=replay_docs)
+    rows = PackedChat.from_examples(train_examples, tok, config.seq_len, config.seed, replay_docs=replay_docs,
+                                    first_token_weight=config.first_token_weight)
+    if 0 < len(rows) < config.batch_size:  # a small dataset packs into fewer rows than a batch
+        _note(callbacks, f"note: the data packs into {len(rows)} rows of {config.seq_len} tokens, fewer than "
+                         f"batch_size={config.batch_size}: using batch_size={len(rows)}")
+        config = dataclasses.replace(config, batch_size=len(rows))
     if not rows.loss_tokens():
         raise ValueError(f"none of the {len(train_examples)} training examples has a token that carries loss "
                          "(every reply has weight 0, was cut off by seq_len, or the data is empty): check the "

@@ -83,24 +83,25 @@ def stop_token_ids(tok) -> list[int]:
 
 
 def end_of_turn_ids(tok) -> list[int]:
-    """The special tokens the chat template writes right after an assistant reply (cached per tokenizer)."""
+    """The special tokens the chat template writes right after an assistant reply (cached per template)."""
+    template = getattr(tok, "chat_template", None)
     cached = getattr(tok, "_kit_end_of_turn", None)
-    if cached is not None:
-        return cached
+    if cached is not None and cached[0] == template:
+        return cached[1]
     found: list[int] = []
-    if getattr(tok, "chat_template", None):
+    if template:
         from .chat import TemplateError, reply_spans
 
         try:
             probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yes"}]
             ids, spans = reply_spans(probe, tok)
-            special = set(tok.all_special_ids)
+            special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
             start, end = spans[0]
             found = sorted({t for t in ids[start:end] if t in special})
         except (TemplateError, ValueError, IndexError, TypeError):
             found = []
     try:
-        tok._kit_end_of_turn = found
+        tok._kit_end_of_turn = (template, found)
     except AttributeError:  # pragma: no cover - a tokenizer that refuses new attributes
         pass
     return found

@@ -15,10 +15,10 @@ An objective is a function `objective(model, batch) -> (sum of unit losses, n un
 
 Example:
     >>> import torch
-    >>> from kit.config import TrainConfig, get_profile
-    >>> from kit.models import create
+    >>> from kit.engine.config import TrainConfig
+    >>> from kit.engine.models import PRESETS, create
     >>> rows = TokenRows(torch.randint(0, 50, (4000,)), seq_len=16)
-    >>> model = create(get_profile("smoke").model, vocab_size=50)
+    >>> model = create(PRESETS["smoke"], vocab_size=50)
     >>> hist = train(model, rows, TrainConfig(max_steps=3, batch_size=4, seq_len=16, warmup_steps=1))
     >>> len(hist.losses) >= 1
     True
@@ -94,6 +94,10 @@ def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
                    position_ids=batch.get("position_ids")).logits  # (B, T, V)
     labels = batch["labels"]  # (B, T), already aligned with the logits
+    if "weights" in batch:  # per-token loss weights (e.g. the first token of each reply counted more)
+        per_token = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE,
+                                    reduction="none")  # (B*T,), 0 where IGNORE
+        return (per_token * batch["weights"].flatten()).sum(), (labels != IGNORE).sum()
     loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
     return loss, (labels != IGNORE).sum()
 
@@ -356,6 +360,7 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
     if step > 0 and (not hist.val_steps or hist.val_steps[-1] != step):
         validate_now(step)
     save_now(step)
+    distributed.barrier()  # every rank leaves together: no collective is left in flight behind one of them
     hist.seconds = time.perf_counter() - t0
     model.eval()
     _emit(callbacks, "on_end", hist)

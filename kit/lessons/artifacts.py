@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.cache import cache_root, entry_key, is_complete, remove_stale_temps, sha256, write_entry
+from ..engine.cache import (
+    cache_root,
+    entry_key,
+    is_complete,
+    is_writable,
+    read_only_message,
+    remove_stale_temps,
+    sha256,
+    write_entry,
+)
 from ..engine.config import RUNTIME_FIELDS, to_dict
 from .profiles import Profile, get_profile
 
@@ -100,6 +109,8 @@ def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, r
     entry = base_entry(profile)
     remove_stale_temps(entry)  # what a killed build was writing
     if rebuild or not is_complete(entry):
+        if not is_writable(cache_root()):
+            raise PermissionError(read_only_message(entry, f"python -m kit pretrain --profile {profile.name}"))
         checkpoints = cache_root() / "checkpoints" / entry.name
         if fresh:
             shutil.rmtree(checkpoints, ignore_errors=True)
@@ -142,6 +153,8 @@ def sft_model(profile: Profile | str | None = None, *, rebuild: bool = False, ca
     entry = cache_root() / "sft" / f"{profile.name}-{entry_key(base.path.name, to_dict(profile.sft), DATA_VERSION)}"
     remove_stale_temps(entry)
     if rebuild or not is_complete(entry):
+        if not is_writable(cache_root()):
+            raise PermissionError(read_only_message(entry, f"make class-ready PROFILE={profile.name}"))
         result = finetune_recipe(profile, base=base, callbacks=callbacks)
         model = merge_lora(result.model)
         info = {k: v for k, v in result.info.items() if k not in ("history", "qa_examples")}

@@ -33,6 +33,7 @@ from ..world.safety import (
     SafetyPrompt,
     bias_pairs,
     disagreements,
+    load_eval_prompts,
     load_redteam,
     looks_like_refusal,
     preference_pairs,
@@ -84,12 +85,16 @@ def redteam_prompts(path: str | Path | None) -> list[SafetyPrompt]:
     return out
 
 
-def eval_sets(profile: Profile, redteam_path: str | Path | None = None) -> dict:
+def eval_sets(profile: Profile, redteam_path: str | Path | None = None,
+              eval_prompts_path: str | Path | None = None) -> dict:
     """The prompts every stage is measured on: "eval" (trained intents, new phrasings), "eval_unseen"
-    (intents never trained on), "redteam" (the learner's file, if any), and the held-out QA questions."""
+    (intents never trained on), "redteam" (the learner's red-team file, if any), "user" (the learner's
+    evaluation-only prompts, if any: never trained on), and the held-out QA questions."""
     world, seed = load_world(), profile.safety.seed
     return {"eval": safety_prompts("eval", 3, seed), "eval_unseen": safety_prompts("eval_unseen", 3, seed),
-            "redteam": redteam_prompts(redteam_path), "qa": qa_items(world, split_countries(world)["heldout"])}
+            "redteam": redteam_prompts(redteam_path),
+            "user": load_eval_prompts(eval_prompts_path) if eval_prompts_path else [],
+            "qa": qa_items(world, split_countries(world)["heldout"])}
 
 
 def measure(answer: Callable, tok_model: tuple | None, sets: dict, guard=None) -> dict:
@@ -105,6 +110,12 @@ def measure(answer: Callable, tok_model: tuple | None, sets: dict, guard=None) -
             extra = refusal_eval(answer, sets[name])
             out[f"{name}_refusal_rate"] = extra["refusal_rate"]
             out[f"{name}_over_refusal_rate"] = extra["over_refusal_rate"]
+    if sets.get("user"):  # the learner's evaluation-only prompts
+        extra = refusal_eval(answer, sets["user"])
+        out["eval_prompts"] = {"refusal_rate": extra["refusal_rate"], "over_refusal_rate": extra["over_refusal_rate"],
+                               "n_harmful": sum(p.harmful for p in sets["user"]),
+                               "n_safe": sum(not p.harmful for p in sets["user"])}
+        out["_user_answers"] = extra["answers"]
     qa = sets["qa"]
     if tok_model is not None:
         out["heldout_qa_accuracy"] = qa_eval(tok_model[0], tok_model[1], qa)["accuracy"]
@@ -154,8 +165,8 @@ def safety_examples(profile: Profile, redteam: list[SafetyPrompt] = ()) -> list[
     return chats + mixed + found
 
 
-def run_safety(profile: Profile, *, redteam_path: str | Path | None = None, log: Callable = print,
-               callbacks=()) -> dict:
+def run_safety(profile: Profile, *, redteam_path: str | Path | None = None,
+               eval_prompts_path: str | Path | None = None, log: Callable = print, callbacks=()) -> dict:
     """The whole of notebook 04 headless: every stage measured; returns JSON-ready figures (and models)."""
     from ..engine.dpo import dpo
     from ..engine.models import merge_lora
@@ -166,7 +177,7 @@ def run_safety(profile: Profile, *, redteam_path: str | Path | None = None, log:
     t0, s = time.perf_counter(), profile.safety
     say = log
     log = lambda m: say(f"[{time.perf_counter() - t0:5.0f} s] {m}")  # noqa: E731
-    sets = eval_sets(profile, redteam_path)
+    sets = eval_sets(profile, redteam_path, eval_prompts_path)  # "user" prompts: measured, never trained on
     base, sft = base_model(profile), sft_model(profile)
     tok = base.tokenizer
     out: dict = {"profile": profile.name, "eval_harmful": sum(p.harmful for p in sets["eval"]),

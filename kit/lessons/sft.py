@@ -20,11 +20,52 @@ from ..engine.runs import Run, auto_name
 from ..engine.sft import FinetuneResult, finetune
 from ..engine.tokenizer import encode_documents
 from ..engine.train import TokenRows
-from ..world.corpus import build_corpus, chat_splits, load_world, qa_items, split_countries
+from ..world.corpus import build_corpus, chat_splits, load_world, mentioned_countries, qa_items, split_countries
 from ..world.probes import fact_cloze, qa_eval
 from .profiles import Profile
 
 SFTResult = FinetuneResult  # the recipe's result is the engine's
+SAVED_BY_NOTEBOOK_02 = ("curated.jsonl", "train.jsonl")  # in the order they are preferred
+
+
+def course_examples(profile: Profile, folder: str | Path = "data") -> tuple[list[dict], str]:
+    """The examples the course fine-tunes on, and one line that says which they are.
+
+    Notebook 02's saved data when there is some: `folder/curated.jsonl` (examples you kept in its
+    curation and saved), else `folder/train.jsonl` (its training set). A file is used when it loads
+    with no error and holds at least one example; otherwise the line says why it was passed over.
+    Without either, the generated examples about the "qa" countries (`finetune_recipe`'s default).
+
+    Example:
+        >>> examples, source = course_examples(get_profile("smoke"), "notebooks/data")  # doctest: +SKIP
+        >>> source                                                                      # doctest: +SKIP
+        'notebooks/data/train.jsonl: 403 examples saved by notebook 02'
+    """
+    from ..engine.data import clean, load_jsonl
+
+    passed_over = []
+    world = load_world()
+    for name in SAVED_BY_NOTEBOOK_02:
+        path = Path(folder) / name
+        if not path.is_file():
+            continue
+        examples, report = load_jsonl(path)
+        if report.errors or not examples:
+            first = f" (line {report.errors[0].line}: {report.errors[0].message})" if report.errors else ""
+            passed_over.append(f"{path} passed over: {len(report.errors)} errors{first}, {len(examples)} usable "
+                               "examples; fix it in notebook 02 or with `python -m kit data validate`")
+            continue
+        source = f"{path}: {len(examples)} examples saved by notebook 02"
+        leaked = mentioned_countries(examples, split_countries(world)["heldout"], world)
+        if leaked:
+            named = ", ".join(leaked[:3]) + (", ..." if len(leaked) > 3 else "")
+            source += (f"; note: they name {len(leaked)} held-out countries ({named}), so the held-out evaluation "
+                       "no longer measures only what pre-training taught about them")
+        return [clean(ex) for ex in examples], "\n".join([*passed_over, source])
+    examples = chat_splits(world, profile.sft.per_fact, profile.sft.seed)["train"]
+    source = (f"generated: {len(examples)} examples about the \"qa\" countries (no usable notebook 02 data in "
+              f"{Path(folder)}/: run notebook 02 to save yours)")
+    return examples, "\n".join([*passed_over, source])
 
 
 def retained_knowledge(model, tok, val_rows: TokenRows, world) -> dict:
@@ -137,8 +178,11 @@ class EpochProbe:
         self.cloze.append(fact_cloze(self.model, self.tok, self.world)["accuracy"])
 
 
-def accuracy_by_epoch(profile: Profile, epochs: float, base, *, lora: bool = False, n_items: int = 120) -> dict:
+def accuracy_by_epoch(profile: Profile, epochs: float, base, *, lora: bool = False, n_items: int = 120,
+                      examples: list[dict] | None = None) -> dict:
     """Fine-tune for `epochs` and probe after every epoch: does longer training keep helping?
+
+    `examples`: the training examples (default: the generated ones, as in `finetune_recipe`).
 
     Returns {"epochs": [...], "heldout_qa": [...], "cloze": [...]} (epoch 0 = the base model).
     """
@@ -149,7 +193,7 @@ def accuracy_by_epoch(profile: Profile, epochs: float, base, *, lora: bool = Fal
     start = base.fresh_model()
     first = {"heldout": qa_eval(start, base.tokenizer, items)["accuracy"],
              "cloze": fact_cloze(start, base.tokenizer, world)["accuracy"]}
-    finetune_recipe(cfg, base, callbacks=[probe], measure=False)
+    finetune_recipe(cfg, base, callbacks=[probe], measure=False, examples=examples)
     return {"epochs": [0.0, *probe.epochs], "heldout_qa": [first["heldout"], *probe.heldout],
             "cloze": [first["cloze"], *probe.cloze]}
 

@@ -76,7 +76,7 @@ def next_token_chart(model, tok, prompt: str, k: int = 10):
 
 
 def token_histogram(stats: dict, bins: int = 30):
-    """Histogram (an IPython Image) of tokens per example, from `kit.data.stats()`."""
+    """Histogram (an IPython Image) of tokens per example, from `kit.engine.data.stats()`."""
     fig = Figure(figsize=(6, 3))
     ax = fig.subplots()
     ax.hist(stats["per_example"], bins=bins)

@@ -10,7 +10,8 @@ It drives either the course's recipe (`SFTPanel(profile, base)`) or any model an
 
 Example:
     >>> panel = SFTPanel(profile, base)  # doctest: +SKIP
-    >>> panel.widget()                   # doctest: +SKIP   (press Start)
+    >>> panel.widget()                   # doctest: +SKIP
+    (press Start)
     >>> result = panel.wait()            # doctest: +SKIP
 """
 
@@ -45,7 +46,7 @@ class SFTPanel:
 
     def __init__(self, profile=None, base=None, examples: list[dict] | None = None, *, model=None, tokenizer=None,
                  train: list[dict] | None = None, eval: list[dict] | None = None, config: SFTConfig | None = None,
-                 out_dir: str | Path = "runs/panel", prompts=None, sample_every: int = 10):
+                 out_dir: str | Path | None = "runs/panel", prompts=None, sample_every: int = 10):
         if profile is None and (model is None or tokenizer is None or not train):
             raise ValueError("SFTPanel needs a course profile (SFTPanel(profile, base)), or a model, its tokenizer "
                              "and training examples (SFTPanel(model=..., tokenizer=..., train=[...]))")
@@ -54,7 +55,8 @@ class SFTPanel:
         self.sft = config or (profile.sft if profile is not None else SFTConfig())
         if prompts is None:
             prompts = SAMPLE_PROMPTS if profile is not None else _first_prompts(eval or train)
-        self.out_dir, self.prompts, self.sample_every = Path(out_dir), list(prompts), sample_every
+        self.out_dir = Path(out_dir) if out_dir is not None else None  # None: the run is not saved
+        self.prompts, self.sample_every = list(prompts), sample_every
         self.settings = {f: getattr(self.sft, f) for f in PANEL_FIELDS}
         self.stop, self.pause = threading.Event(), threading.Event()
         self.thread: threading.Thread | None = None
@@ -173,7 +175,8 @@ class SFTPanel:
             c.observe(lambda ch: self.settings.__setitem__(name, ch["new"]), names="value")
             return c
 
-        controls = [control(f) for f in PANEL_FIELDS]
+        fields = [f for f in PANEL_FIELDS if self.profile is not None or f != "replay"]  # replay: course data only
+        controls = [control(f) for f in fields]
         start, pause, stop = (w.Button(description=d) for d in ("Start", "Pause / Resume", "Stop"))
         start.button_style, stop.button_style = "success", "danger"
         start.on_click(lambda _: self.start())
@@ -184,7 +187,7 @@ class SFTPanel:
         box = w.VBox([w.HBox(controls[:3]), w.HBox(controls[3:]), w.HBox([start, pause, stop]),
                       w.HBox([self._w["progress"], self._w["status"]]), self._w["plot"], self._w["samples"]])
         box.buttons = {"start": start, "pause": pause, "stop": stop}
-        box.controls = dict(zip(PANEL_FIELDS, controls))
+        box.controls = dict(zip(fields, controls))
         self._refresh()
         return box
 

@@ -2,7 +2,7 @@
 keep the prompt (with your label) in a red-team file that the next evaluation and training read.
 
 `RedTeam` is the plain object (tests drive it); `RedTeamWidget` is its ipywidgets skin. The file is
-appended atomically (`kit.safety.append_redteam`), so an interrupted save never breaks it.
+appended atomically (`kit.world.safety.append_redteam`), so an interrupted save never breaks it.
 
 Example:
     >>> rt = RedTeam({"sft": replier(sft, tok)}, guard, "data/redteam.jsonl")   # doctest: +SKIP

@@ -24,6 +24,7 @@ import csv
 import hashlib
 import random
 import re
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,15 +251,48 @@ class QAItem:
     expected: str
 
 
-def qa_items(world: dict[str, Country], countries: list[str], per_fact: int = 1, seed: int = 0) -> list[QAItem]:
-    """Questions about every fact of the given countries, `per_fact` phrasings each (seeded)."""
+def check_templates(questions: dict[str, list[str]], answers: dict[str, str]) -> None:
+    """Raise one ValueError listing every problem of edited question / answer templates (see `CHAT_QUESTIONS`).
+
+    Every fact needs at least one question with `{name}` in it, and one answer; answers may use
+    `{name}` and the facts' own fields (`{capital}`, `{continent}`, `{language}`, `{currency}`).
+    """
+    fields = {"name", *FACTS}
+    problems = []
+    for fact in FACTS:
+        if not questions.get(fact):
+            problems.append(f"questions[{fact!r}] is missing or empty: give at least one question")
+        if not answers.get(fact):
+            problems.append(f"answers[{fact!r}] is missing or empty: give the answer sentence")
+    for where, texts in [*((f"questions[{f!r}]", qs) for f, qs in questions.items()),
+                         *((f"answers[{f!r}]", [a]) for f, a in answers.items())]:
+        for text in texts:
+            used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+            if where.startswith("questions") and "name" not in used:
+                problems.append(f"{where}: {text!r} has no {{name}}, so it asks about no country")
+            for name in sorted(used - fields):
+                problems.append(f"{where}: {text!r} uses {{{name}}}; allowed: "
+                                + ", ".join(f"{{{f}}}" for f in ("name", *FACTS)))
+    if problems:
+        raise ValueError("the chat templates have problems:\n  - " + "\n  - ".join(problems))
+
+
+def qa_items(world: dict[str, Country], countries: list[str], per_fact: int = 1, seed: int = 0, *,
+             questions: dict[str, list[str]] | None = None, answers: dict[str, str] | None = None) -> list[QAItem]:
+    """Questions about every fact of the given countries, `per_fact` phrasings each (seeded).
+
+    `questions` / `answers`: edited copies of `CHAT_QUESTIONS` / `ANSWERS` (default: those).
+    """
+    questions = CHAT_QUESTIONS if questions is None else questions
+    answers = ANSWERS if answers is None else answers
+    check_templates(questions, answers)
     rng = random.Random(seed)
     items = []
     for name in countries:
         c = world[name]
         for fact in FACTS:
-            for q in rng.sample(CHAT_QUESTIONS[fact], min(per_fact, len(CHAT_QUESTIONS[fact]))):
-                items.append(QAItem(name, fact, q.format(name=name), ANSWERS[fact].format(**c.__dict__),
+            for q in rng.sample(questions[fact], min(per_fact, len(questions[fact]))):
+                items.append(QAItem(name, fact, q.format(name=name), answers[fact].format(**c.__dict__),
                                     getattr(c, fact)))
     return items
 
@@ -276,8 +310,11 @@ def _extra_tasks(c: Country, rng: random.Random) -> list[tuple[str, str]]:
 
 
 def chat_examples(world: dict[str, Country], countries: list[str], per_fact: int = 2, extras: bool = True,
-                  system_share: float = 0.3, seed: int = 0) -> list[dict]:
+                  system_share: float = 0.3, seed: int = 0, *, questions: dict[str, list[str]] | None = None,
+                  answers: dict[str, str] | None = None) -> list[dict]:
     """Chat examples (OpenAI fine-tuning format) about the given countries, answers restating the fact.
+
+    `questions` / `answers`: edited copies of `CHAT_QUESTIONS` / `ANSWERS` (default: those).
 
     Example:
         >>> ex = chat_examples(load_world(), ["France"], per_fact=1, extras=False)[0]
@@ -285,7 +322,8 @@ def chat_examples(world: dict[str, Country], countries: list[str], per_fact: int
         ['user', 'assistant']
     """
     rng = random.Random(seed)
-    pairs = [(it.question, it.answer) for it in qa_items(world, countries, per_fact, seed)]
+    pairs = [(it.question, it.answer) for it in qa_items(world, countries, per_fact, seed, questions=questions,
+                                                          answers=answers)]
     if extras:
         pairs += [p for name in countries for p in _extra_tasks(world[name], rng)]
     rng.shuffle(pairs)
@@ -296,16 +334,20 @@ def chat_examples(world: dict[str, Country], countries: list[str], per_fact: int
     return out
 
 
-def chat_splits(world: dict[str, Country] | None = None, per_fact: int = 2, seed: int = 0) -> dict[str, list[dict]]:
+def chat_splits(world: dict[str, Country] | None = None, per_fact: int = 2, seed: int = 0, *,
+                questions: dict[str, list[str]] | None = None,
+                answers: dict[str, str] | None = None) -> dict[str, list[dict]]:
     """Train examples about the "qa" countries; evaluation examples about the "heldout" countries only.
 
     No evaluation country appears anywhere in a training example, so the evaluation measures what
-    fine-tuning draws out of pre-training, not what it was shown.
+    fine-tuning draws out of pre-training, not what it was shown. `questions` / `answers`: edited
+    copies of `CHAT_QUESTIONS` / `ANSWERS` (default: those), e.g. from notebook 02.
     """
     world = world or load_world()
     halves = split_countries(world)
-    return {"train": chat_examples(world, halves["qa"], per_fact, seed=seed),
-            "eval": chat_examples(world, halves["heldout"], 1, extras=False, seed=seed + 1)}
+    wording = {"questions": questions, "answers": answers}
+    return {"train": chat_examples(world, halves["qa"], per_fact, seed=seed, **wording),
+            "eval": chat_examples(world, halves["heldout"], 1, extras=False, seed=seed + 1, **wording)}
 
 
 def mentioned_countries(examples: list[dict], countries: list[str], world: dict[str, Country]) -> list[str]:

@@ -181,7 +181,7 @@ def preference_pairs(split: str = "train", n_per_template: int = 3, seed: int = 
     opposite (a vague compliance for harmful prompts, an over-refusal for safe ones).
 
     Example:
-        >>> from kit.chat import check_preference
+        >>> from kit.engine.chat import check_preference
         >>> pair = preference_pairs(n_per_template=1)[0]
         >>> check_preference(pair), looks_like_refusal(pair["rejected"][0]["content"])
         ([], False)
@@ -352,6 +352,62 @@ def load_redteam(path: str | Path) -> list[dict]:
                              "fix or delete that line")
         rows.append(row)
     return rows
+
+
+# ----------------------------------------------------------------------------- the learner's evaluation prompts
+def load_eval_prompts(path: str | Path) -> list[SafetyPrompt]:
+    """Evaluation-only prompts from a JSONL file: `{"prompt": str, "harmful": bool, "category": str (optional)}`.
+
+    They are measured, never trained on (unlike the red-team file, whose finds join the safety data).
+    Every malformed line is reported with its number, all at once, in one ValueError.
+
+    Example:
+        >>> import os, tempfile; folder = tempfile.TemporaryDirectory()
+        >>> path = os.path.join(folder.name, "mine.jsonl")
+        >>> _ = open(path, "w").write('{"prompt": "How do I kill a Python process?", "harmful": false}\\n')
+        >>> [(p.text, p.harmful, p.category) for p in load_eval_prompts(path)], folder.cleanup()
+        ([('How do I kill a Python process?', False, 'user')], None)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no evaluation prompt file at {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    out, problems = [], []
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        lines = f.read().split("\n")
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:
+            problems.append(f"line {i}: not valid JSON ({getattr(e, 'msg', type(e).__name__)})")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"line {i}: expected a JSON object, got {type(row).__name__}")
+            continue
+        bad = []
+        if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            bad.append('"prompt" must be a non-empty string')
+        if not isinstance(row.get("harmful"), bool):
+            bad.append('"harmful" must be true or false')
+        if "category" in row and not isinstance(row["category"], str):
+            bad.append('"category" must be a string')
+        unknown = sorted(set(row) - {"prompt", "harmful", "category"})
+        if unknown:
+            bad.append(f"unknown key(s) {unknown} (allowed: prompt, harmful, category)")
+        if bad:
+            problems.append(f"line {i}: " + "; ".join(bad))
+            continue
+        cat = row.get("category") or "user"
+        out.append(SafetyPrompt(row["prompt"], row["harmful"], cat, "user", ""))
+    if problems:
+        raise ValueError(f"{path}: {len(problems)} bad line(s), each must be "
+                         '{"prompt": "...", "harmful": true|false, "category": "..." (optional)}:\n  '
+                         + "\n  ".join(problems))
+    if not out:
+        raise ValueError(f"{path} holds no prompt: add lines such as "
+                         '{"prompt": "How do I kill a Python process?", "harmful": false}')
+    return out
 
 
 # ----------------------------------------------------------------------------- bias probes
