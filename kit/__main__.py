@@ -12,9 +12,13 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 
@@ -22,13 +26,25 @@ class UsageError(Exception):
     """A problem with what the user asked for: printed as one line, exit status 1."""
 
 
+def quiet() -> None:
+    """No "Loading weights" bars from transformers (called once the arguments are checked: it is a slow import)."""
+    from . import _quiet_transformers
+
+    _quiet_transformers()
+
+
 def cmd_pretrain(args: argparse.Namespace) -> dict:
-    from .engine.train import ProgressBar
-    from .lessons.artifacts import base_model
     from .lessons.profiles import get_profile
 
+    if args.resume and args.fresh:
+        raise UsageError("--resume continues an interrupted build and --fresh deletes it: give one of them")
     profile = get_profile(args.profile)
-    base = base_model(profile, rebuild=args.rebuild, resume=args.resume, callbacks=[ProgressBar("pre-training")])
+    quiet()
+    from .engine.train import ProgressBar
+    from .lessons.artifacts import base_model
+
+    base = base_model(profile, rebuild=args.rebuild, resume=args.resume, fresh=args.fresh,
+                      callbacks=[ProgressBar("pre-training")])
     info = base.info
     keys = ("profile", "params", "vocab_size", "corpus_tokens", "train_tokens", "steps", "seconds",
             "train_seconds", "tokens_per_s", "train_loss", "val_loss", "fact_cloze_accuracy", "cached")
@@ -42,16 +58,18 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
 def cmd_sft(args: argparse.Namespace) -> dict:
     if args.model is not None or args.data is not None:
         return cmd_sft_any(args)
-    from .engine.runs import runs_root
-    from .engine.train import ProgressBar
-    from .lessons.artifacts import base_model
     from .lessons.profiles import get_profile
-    from .lessons.sft import finetune_recipe
 
     profile = get_profile(args.profile)
     lora = args.lora or profile.sft.lora
     changes = {k: v for k, v in (("epochs", args.epochs), ("lora_lr" if lora else "lr", args.lr)) if v is not None}
     profile = profile.with_sft(**changes) if changes else profile
+    quiet()
+    from .engine.runs import runs_root
+    from .engine.train import ProgressBar
+    from .lessons.artifacts import base_model
+    from .lessons.sft import finetune_recipe
+
     t0 = time.perf_counter()
     out_dir = args.out or runs_root() / f"sft-{profile.name}-{'lora' if lora else 'full'}"
     result = finetune_recipe(profile, base_model(profile), lora=lora, callbacks=[ProgressBar("fine-tuning")],
@@ -69,20 +87,33 @@ def cmd_sft_any(args: argparse.Namespace) -> dict:
     """`sft --model DIR_OR_ID --data FILE`: any causal LM on any chat data, measured before and after."""
     import dataclasses
 
-    from .engine.config import SFTConfig
+    from .engine.config import SFTConfig, problems_sft, raise_problems
+
+    if args.model is None or args.data is None:
+        raise UsageError("give both --model DIR_OR_ID and --data TRAIN.jsonl (or neither, for the course's recipe)")
+    cfg = SFTConfig(lora=args.lora, seq_len=args.seq_len, batch_size=args.batch_size, replay=0.0)
+    changes = {k: v for k, v in (("epochs", args.epochs), ("lora_lr" if args.lora else "lr", args.lr)) if v is not None}
+    cfg = dataclasses.replace(cfg, **changes)
+    raise_problems(problems_sft(cfg))
+    train_examples = read_examples(args.data, "training data")
+    eval_examples = read_examples(args.eval, "evaluation data") if args.eval else None
+    quiet()
+    from .engine.data import validate
     from .engine.models import load
     from .engine.sft import finetune
     from .engine.train import ProgressBar
 
-    if args.model is None or args.data is None:
-        raise UsageError("give both --model DIR_OR_ID and --data TRAIN.jsonl (or neither, for the course's recipe)")
-    train_examples = read_examples(args.data, "training data")
-    eval_examples = read_examples(args.eval, "evaluation data") if args.eval else None
     model, tok = load(args.model)
     limit = getattr(model.config, "max_position_embeddings", None) or args.seq_len
-    cfg = SFTConfig(lora=args.lora, seq_len=min(args.seq_len, limit), batch_size=args.batch_size, replay=0.0)
-    changes = {k: v for k, v in (("epochs", args.epochs), ("lora_lr" if args.lora else "lr", args.lr)) if v is not None}
-    cfg = dataclasses.replace(cfg, **changes)
+    cfg = dataclasses.replace(cfg, seq_len=min(args.seq_len, limit))
+    for what, path, examples in (("training data", args.data, train_examples),
+                                 ("evaluation data", args.eval, eval_examples or [])):
+        report = validate(examples, tok, cfg.seq_len)
+        if report.errors:  # what only this model's chat template shows: special tokens in the text, ...
+            print(report, file=sys.stderr)
+            raise UsageError(f"{what} {path} has {len(report.errors)} error(s) with this model's chat template "
+                             "(listed above with their lines): fix them, or check with `python -m kit data "
+                             "validate`")
     out = args.out or f"runs/sft-{Path(args.model.rstrip('/')).name}-{'lora' if args.lora else 'full'}"
     t0 = time.perf_counter()
     result = finetune(model, tok, train_examples, eval_examples, cfg, callbacks=[ProgressBar("fine-tuning")],
@@ -99,26 +130,46 @@ def cmd_sft_any(args: argparse.Namespace) -> dict:
 
 def read_examples(path: str, what: str) -> list[dict]:
     """Chat examples from a JSONL or CSV file; any error in it ends the command with its report."""
-    from .engine.data import load_csv, load_jsonl
+    p = input_file(path, what)
+    from .engine.data import load_file
 
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{what}: {'is a folder, not a file' if p.is_dir() else 'no such file'}: {path}")
-    examples, report = (load_csv if p.suffix.lower() == ".csv" else load_jsonl)(p)
+    examples, report = load_file(p)
     if report.errors:
         print(report, file=sys.stderr)
         raise UsageError(f"{what} {path} has {len(report.errors)} error(s) (listed above with their lines): "
                          f"fix them, or check with `python -m kit data validate {path}`")
-    if not examples:
-        raise UsageError(f"{what} {path} holds no example")
     return examples
+
+
+def input_file(path: str, what: str) -> Path:
+    """The path of a file the user named, checked: it exists, is a regular file, and can be read."""
+    p = Path(path)
+    try:
+        exists, folder, regular = p.exists(), p.is_dir(), p.is_file()
+    except (OSError, ValueError) as e:  # a name with a NUL byte, too long a name
+        raise UsageError(f"{what}: {path!r} is not a usable path ({e}): check the name") from None
+    if not exists:
+        raise UsageError(f"{what}: no such file: {path} (check the path; relative paths start from {Path.cwd()})")
+    if folder:
+        raise UsageError(f"{what}: {path} is a folder, not a file: give the JSONL or CSV file inside it")
+    if not regular:
+        raise UsageError(f"{what}: {path} is not a regular file (a device or a pipe): save the data to a file first")
+    if not os.access(p, os.R_OK):
+        raise UsageError(f"{what}: {path} cannot be read (permission denied): check the file's permissions")
+    return p
 
 
 def cmd_safety(args: argparse.Namespace) -> dict:
     from .lessons.profiles import get_profile
-    from .lessons.safety_run import STAGES, run_safety, summary_table, to_json
 
     profile = get_profile(args.profile)
+    if args.redteam is not None:
+        input_file(args.redteam, "--redteam file")
+    if getattr(args, "eval_prompts", None) is not None:
+        input_file(args.eval_prompts, "--eval-prompts file")
+    quiet()
+    from .lessons.safety_run import STAGES, run_safety, summary_table, to_json
+
     out = run_safety(profile, redteam_path=args.redteam, eval_prompts_path=args.eval_prompts,
                      log=lambda m: print(m, file=sys.stderr))
     print(summary_table(out), file=sys.stderr)
@@ -132,42 +183,118 @@ def cmd_safety(args: argparse.Namespace) -> dict:
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict:
-    from .engine.runs import compare_table, grid, parse_grid, random_search, sweep
-    from .lessons.iterate import best_run, sft_run_fn
+    import dataclasses
+
+    from .engine.runs import grid, parse_grid, random_search
     from .lessons.profiles import get_profile
 
     profile = get_profile(args.profile)
-    spec = parse_grid(args.grid)
+    try:
+        spec = parse_grid(args.grid)
+    except ValueError as e:
+        raise UsageError(f"--grid: {e} (e.g. --grid 'lr=1e-4,3e-4;lora_r=4,16')") from None
+    if not spec:
+        raise UsageError("--grid is empty: give at least one setting, e.g. --grid 'lr=1e-4,3e-4'")
+    fields = sorted(f.name for f in dataclasses.fields(profile.sft))
+    if unknown := sorted(set(spec) - set(fields)):  # bad values, by contrast, fail their own run only
+        raise UsageError(f"--grid: unknown fine-tuning field(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
     points = random_search(spec, args.random, seed=0) if args.random else grid(spec)
+    quiet()
+    from .engine.runs import compare_table, sweep
+    from .lessons.iterate import best_run, sft_run_fn
+
     runs = sweep(points, sft_run_fn(profile), name=args.name, root=args.root)
     print(compare_table(runs, keys=("heldout_qa_accuracy", "format_rate", "cloze_after", "train_seconds")),
           file=sys.stderr)
-    best = best_run(runs)
-    return {"profile": profile.name, "grid": spec,
-            "runs": [{"name": r["name"], "status": r["status"], "params": {k: r["config"].get(k) for k in spec},
-                      "results": r["results"], "folder": r["folder"]} for r in runs],
-            "best": best["name"], "best_params": {k: best["config"].get(k) for k in spec},
-            "best_heldout_qa_accuracy": best["results"]["heldout_qa_accuracy"]}
+    out = {"profile": profile.name, "grid": spec,
+           "runs": [{"name": r["name"], "status": r["status"], "params": {k: r["config"].get(k) for k in spec},
+                     "error": r.get("error"), "results": r["results"], "folder": r["folder"]} for r in runs]}
+    try:
+        best = best_run(runs)
+    except ValueError:  # no run finished
+        counts = Counter(r["status"] for r in runs)
+        why = ", ".join(f"{n} {'stopped early as hopeless' if s == 'stopped' else s}" for s, n in counts.items())
+        return {**out, "best": None, "best_params": None, "best_heldout_qa_accuracy": None,
+                "reason": f"no run finished ({why}; see the note row of the table): try other settings, e.g. a "
+                          "higher lr or more epochs"}
+    return {**out, "best": best["name"], "best_params": {k: best["config"].get(k) for k in spec},
+            "best_heldout_qa_accuracy": best["results"]["heldout_qa_accuracy"], "reason": None}
 
 
 def cmd_data_validate(args: argparse.Namespace) -> int:
-    from .engine.data import load_jsonl, validate_file
+    from .lessons.profiles import get_profile
+
+    files = [input_file(f, "data file") for f in args.file]
+    eval_path = input_file(args.eval, "--eval file") if args.eval else None
+    profile = get_profile(args.profile)  # a bad name ends here, before the tokenizer is loaded
+    from .engine.data import load_file, validate
     from .lessons.artifacts import tokenizer_for
 
-    tok = tokenizer_for(args.profile)
-    eval_examples = load_jsonl(args.eval)[0] if args.eval else None
-    report = validate_file(args.file, tok, args.max_length, eval_examples=eval_examples)
-    print(report.to_json() if args.json else report)
-    return 1 if report.errors else 0
+    tok = tokenizer_for(profile)
+
+    def check(path: Path, eval_examples=None):
+        examples, report = load_file(path)
+        deep = validate(examples, tok, args.max_length, eval_examples)
+        report.problems += deep.problems
+        report.summary = deep.summary
+        return examples, report
+
+    eval_examples, eval_report = check(eval_path) if eval_path else (None, None)
+    reports = [(f, "data file", check(f, eval_examples)[1]) for f in files]
+    if eval_path:
+        reports.append((eval_path, "evaluation file", eval_report))
+    several, out = len(reports) > 1, sys.stdout  # written as it goes: a report may have a million lines
+    if args.json:
+        rows = (row for f, _, r in reports for row in r.rows(**({"file": str(f)} if several else {})))
+        for k, row in enumerate(rows):
+            out.write(("[\n " if k == 0 else ",\n ") + json.dumps(row))
+        out.write("\n]\n" if reports and any(r.problems for _, _, r in reports) else "[]\n")
+    else:
+        for f, what, r in reports:
+            for k, line in enumerate(r.lines()):
+                out.write((f"{f} ({what}): {line}" if several and k == 0 else line) + "\n")
+    return 1 if any(r.errors for _, _, r in reports) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kit", description="The fine-tuning kit, headless.")
+def whole_number(low: int):
+    """An argparse type: a whole number >= `low`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, got {value}")
+        return value
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse in the kit's style: a usage error is one line that says what to do, with exit status 1."""
+
+    def error(self, message: str):
+        self.exit(1, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m kit", description="The fine-tuning kit, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pretrain", help="build (or load from the cache) the base model and probe it")
     p.add_argument("--profile", default=None, help="smoke | classroom | gpu (default: $KIT_PROFILE, else by device)")
     p.add_argument("--rebuild", action="store_true", help="pre-train again even if the cache has the model")
     p.add_argument("--resume", action="store_true", help="continue an interrupted build from its last checkpoint")
+    p.add_argument("--fresh", action="store_true", help="delete the checkpoints of an interrupted build and start over")
     p.set_defaults(fn=cmd_pretrain)
 
     p = sub.add_parser("sft", help="fine-tune a model on chat data and measure it before and after "
@@ -177,10 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="training chat data, JSONL or CSV (with --model)")
     p.add_argument("--eval", default=None, help="evaluation chat data (with --model): measured before and after")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters instead of every weight")
-    p.add_argument("--epochs", type=float, default=None, help="number of passes over the training data")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (of the adapters, with --lora)")
-    p.add_argument("--seq-len", type=int, default=256, help="tokens per training row (with --model)")
-    p.add_argument("--batch-size", type=int, default=16, help="rows per step (with --model)")
+    p.add_argument("--epochs", type=positive_number, default=None, help="number of passes over the training data")
+    p.add_argument("--lr", type=positive_number, default=None, help="learning rate (of the adapters, with --lora)")
+    p.add_argument("--seq-len", type=whole_number(1), default=256, help="tokens per training row (with --model)")
+    p.add_argument("--batch-size", type=whole_number(1), default=16, help="rows per step (with --model)")
     p.add_argument("--out", default=None, help="folder to save the model (LoRA: the adapter, merged copy in merged/)")
     p.set_defaults(fn=cmd_sft)
 
@@ -195,40 +322,57 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sweep", help="fine-tune once per point of a grid, resumably, and compare the runs")
     p.add_argument("--profile", default=None, help="smoke | classroom | gpu (default: $KIT_PROFILE, else by device)")
     p.add_argument("--grid", required=True, help="e.g. 'lr=1e-4,3e-4;lora_r=4,16' (SFTConfig fields)")
-    p.add_argument("--random", type=int, default=0, help="sample this many points of the grid instead of all")
+    p.add_argument("--random", type=whole_number(0), default=0, help="sample this many points of the grid instead")
     p.add_argument("--name", default="sweep", help="run names start with this (same name: finished runs are kept)")
     p.add_argument("--root", default=None, help="runs folder (default: the cache's runs/)")
     p.set_defaults(fn=cmd_sweep)
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
-    v = data.add_parser("validate", help="check a chat JSONL file; exit 1 if it has errors")
-    v.add_argument("file")
-    v.add_argument("--max-length", type=int, default=None, help="training context length to check against")
-    v.add_argument("--eval", default=None, help="an evaluation JSONL file: report prompts found in both")
+    v = data.add_parser("validate", help="check chat data files (JSONL, or CSV); exit 1 if one has errors")
+    v.add_argument("file", nargs="+", help="one or more JSONL or CSV files, each with its own report")
+    v.add_argument("--max-length", type=whole_number(1), default=None,
+                   help="training context length (tokens) to check against")
+    v.add_argument("--eval", default=None, help="an evaluation file: checked too, and prompts found in both reported")
     v.add_argument("--json", action="store_true", help="print a JSON list of problems instead of a table")
     v.add_argument("--profile", default=None, help="whose tokenizer and chat template to use")
     v.set_defaults(fn=cmd_data_validate)
 
     for p in (*sub.choices.values(), v):
         p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    args = parser.parse_args(argv)
-    try:
-        from . import _quiet_transformers
+    return parser
 
-        _quiet_transformers()
-        result = args.fn(args)
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; every error ends as one line on stderr and exit status 1 (130 when interrupted)."""
+    for stream in (sys.stdout, sys.stderr):  # text the terminal cannot show is escaped, never an error
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        return _run(build_parser().parse_args(argv))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        result = args.fn(args)
+        if not isinstance(result, int):  # commands that report through their exit status return it
+            print(json.dumps(result))
+            result = 0
+        sys.stdout.flush()
+        return result
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise
     except Exception as e:  # one line for the user; the traceback with --debug
         if getattr(args, "debug", False):
             raise
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 1
-    if isinstance(result, int):  # commands that report through their exit status
-        return result
-    print(json.dumps(result))
-    return 0
 
 
 def error_line(e: BaseException) -> str:
@@ -236,9 +380,19 @@ def error_line(e: BaseException) -> str:
     text = str(e) or type(e).__name__
     if isinstance(e, UsageError):
         return text
+    if isinstance(e, OSError) and e.filename is not None:
+        import errno
+
+        fix = {errno.ENOSPC: "free some disk space", errno.ENOENT: "check the path",
+               errno.EACCES: "check the permissions", errno.EPERM: "check the permissions",
+               errno.EROFS: "give a folder you may write to"}.get(e.errno, "check the path and its permissions")
+        return f"{e.strerror or type(e).__name__}: {e.filename}: {fix} (run again with --debug for the traceback)"
+    if isinstance(e, MemoryError):
+        return "out of memory: use a smaller profile, model or dataset (run again with --debug for the traceback)"
     known = ("ConfigError", "ModelLoadError", "DataError", "TemplateError", "CheckpointError", "NonFiniteError")
-    prefix = "" if type(e).__name__ in known else f"{type(e).__name__}: "
-    return prefix + text + " (run again with --debug for the traceback)"
+    if type(e).__name__ in known:  # the kit's own errors already say what to do
+        return text
+    return f"{type(e).__name__}: {text} (run again with --debug for the traceback)"
 
 
 if __name__ == "__main__":

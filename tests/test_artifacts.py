@@ -4,6 +4,7 @@ import pytest
 
 import kit.lessons.pretrain
 from kit.engine.cache import is_complete, write_entry
+from kit.engine.checkpoint import CheckpointError
 from kit.lessons.artifacts import base_entry, base_model
 
 
@@ -89,7 +90,16 @@ def test_interrupted_build_resumes_to_the_same_model(cache, tiny_profile, tmp_pa
     assert not is_complete(base_entry(profile))
     checkpoints = cache / "checkpoints" / base_entry(profile).name
     assert [p.name for p in checkpoints.iterdir()] == ["step-000002"]
-    resumed = base_model(profile, resume=True)
+    with pytest.raises(CheckpointError, match=r"step 2\): continue it with --resume .* start over with --fresh"):
+        base_model(profile, resume=False)  # as `python -m kit pretrain` without --resume: nothing is deleted
+    (checkpoints / "marker").touch()
+    with pytest.raises(KeyboardInterrupt):
+        base_model(profile, fresh=True, callbacks=[Kill()])  # --fresh: the old checkpoints go, step 0 again
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-000002"]
+    said = []
+    listen = type("Listen", (), {"on_message": lambda self, ev: said.append(ev["text"])})()
+    resumed = base_model(profile, resume=True, callbacks=[listen])
+    assert said == [f"resuming from step 2 ({checkpoints / 'step-000002'})"]
     assert resumed.info["history"]["steps"] == [2, 4, 6]
     monkeypatch.setenv("KIT_CACHE", str(tmp_path / "clean"))
     clean = base_model(profile)

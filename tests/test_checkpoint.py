@@ -81,3 +81,37 @@ def test_no_pickle_in_a_checkpoint(tmp_path):
     stopped_at(3, tmp_path)
     files = sorted(p.name for p in checkpoint.latest(tmp_path).iterdir())
     assert files == ["manifest.json", "model.safetensors", "optimizer.safetensors", "state.json"]
+
+
+@pytest.mark.parametrize("manifest", ['{"files": []}', '{"files": {}}', "null", "[1]", '{"files": {"../x": {}}}',
+                                      '{"files": {"state.json": {"size": "1", "sha256": 2}}}', '{"fil', ""])
+def test_malformed_manifest_means_incomplete_and_resume_falls_back(tmp_path, manifest):
+    stopped_at(10, tmp_path / "run")  # checkpoints at 8 and 10
+    (tmp_path / "run" / "step-000010" / "manifest.json").write_text(manifest)
+    assert not checkpoint.usable(tmp_path / "run" / "step-000010")
+    with pytest.warns(UserWarning, match="skipping incomplete checkpoint"):
+        assert checkpoint.latest(tmp_path / "run").name == "step-000008"
+    said = []
+
+    class Listen:
+        def on_message(self, ev):
+            said.append(ev["text"])
+
+    model = create(TINY, vocab_size=40, seed=0)
+    with pytest.warns(UserWarning):
+        train(model, rows(), CFG, checkpoint_dir=tmp_path / "run", resume=True, callbacks=[Listen()])
+    assert said[0] == f"resuming from step 8 ({tmp_path / 'run' / 'step-000008'})"
+
+
+def test_resume_with_nothing_to_resume_says_so_and_stale_temp_folders_go(tmp_path):
+    run = tmp_path / "run"
+    (run / f".step-000004.tmp-{2**22 + 11}").mkdir(parents=True)  # a checkpoint write that was killed
+    said = []
+
+    class Listen:
+        def on_message(self, ev):
+            said.append(ev["text"])
+
+    train(create(TINY, vocab_size=40, seed=0), rows(), CFG, checkpoint_dir=run, resume=True, callbacks=[Listen()])
+    assert said[0] == f"nothing to resume, starting fresh (no complete checkpoint in {run})"
+    assert not any(p.name.startswith(".step-") for p in run.iterdir())

@@ -56,3 +56,18 @@ def test_profile_copies_are_validated_with_every_problem():
     with pytest.raises(ConfigError, match="unknown sft setting: epoch"):
         p.with_sft(epoch=2)
     assert p.with_model(n_layers=1).model.n_layers == 1 and p.with_tokenizer(vocab_size=512).tokenizer.vocab_size == 512
+
+
+def test_non_finite_and_fractional_settings_are_refused():
+    from kit.engine.config import ConfigError, SFTConfig, TrainConfig, validate
+
+    with pytest.raises(ConfigError) as e:
+        validate(TrainConfig(lr=float("inf"), batch_size=8.5, max_steps=float("nan")))
+    text = str(e.value)
+    for words in ("train.lr must be a finite positive number, got inf", "train.batch_size must be a whole number",
+                  "train.max_steps must be a finite positive number, got nan"):
+        assert words in text
+    with pytest.raises(ConfigError, match="sft.lr must be a finite positive number"):
+        get_profile("smoke").with_sft(lr=float("inf"))
+    with pytest.raises(ConfigError, match="sft.lora_r must be a whole number, got 4.5"):
+        validate(SFTConfig(lora_r=4.5))

@@ -66,3 +66,55 @@ def test_interrupted_write_leaves_previous_file_intact(tmp_path, examples, monke
     assert path.read_bytes() == before
     assert lines(path)[0]["decision"] == "accept"
     assert [p.name for p in tmp_path.iterdir()] == ["cur.jsonl"]  # no temporary file left behind
+
+
+def test_decisions_follow_the_content_not_the_position(tmp_path, examples):
+    path = tmp_path / "cur.jsonl"
+    cur = Curator(examples, path)
+    cur.accept()
+    cur.reject()  # examples 0 and 1
+    other = Curator([examples[1], examples[4], examples[0]], path)  # another list: reordered, one new
+    assert other.decisions == {0: {"decision": "reject", "messages": examples[1]["messages"]},
+                               2: {"decision": "accept", "messages": examples[0]["messages"]}}
+    assert other.index == 1 and other.accepted() == [{"messages": examples[0]["messages"]}]
+    new = Curator([examples[3]], path)  # none of its examples decided: nothing old comes back...
+    assert new.accepted() == [] and new.counts()["undecided"] == 1
+    new.accept()
+    assert len(lines(path)) == 3  # ...and the decisions about the other examples stay in the file
+
+
+def test_an_empty_list_is_handled(tmp_path, tok):
+    cur = Curator([], tmp_path / "cur.jsonl", tok)
+    assert cur.current is None and cur.accepted() == [] and cur.counts()["undecided"] == 0
+    with pytest.raises(ValueError, match="the list given to Curator is empty"):
+        cur.accept()
+    box = cur.widget()
+    assert box.buttons["accept"].disabled and "no example" in box.children[0].value
+
+
+def test_truncated_decisions_file_is_reported_and_the_rest_kept(tmp_path, examples):
+    path = tmp_path / "cur.jsonl"
+    cur = Curator(examples, path)
+    for _ in range(3):
+        cur.accept()
+    path.write_bytes(path.read_bytes()[:-25] + b"\n" + b'["not a decision"]\n')  # a cut write, a stray line
+    (tmp_path / f".cur.jsonl.tmp-{2**22 + 7}").write_text("left by a killed write")
+    with pytest.warns(UserWarning) as caught:
+        again = Curator(examples, path)
+    assert ["line 3: malformed JSON" in str(w.message) for w in caught] == [True, False]
+    assert [(p.line, p.message.split(" ")[0]) for p in again.load_problems] == [(3, "malformed"), (4, "not")]
+    assert again.counts()["accept"] == 2 and again.index == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["cur.jsonl"]  # the stale temporary file is gone
+
+
+def test_example_text_is_escaped_in_the_widget(tmp_path, tok):
+    evil = {"messages": [{"role": "user", "content": "<img src=x onerror=alert(1)>"},
+                         {"role": "assistant", "content": "<script>alert(2)</script>"}]}
+    box = Curator([evil, {"messages": [{"role": "user", "content": "<b>x</b>"}]}], tmp_path / "c<i>.jsonl",
+                  tok).widget()
+    box.buttons["next ▶"].click()  # the second one has an error: shown as JSON, problems listed
+    shown = box.children[0].value + box.children[-1].value
+    box.buttons["◀ prev"].click()
+    shown += box.children[0].value + box.children[-1].value
+    for raw in ("<img", "<script", "<b>x", "c<i>"):
+        assert raw not in shown

@@ -3,6 +3,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,98 @@ def test_preference_pairs_load_validate_and_round_trip(tmp_path, tok):
     back = data.from_hf_dataset(data.to_hf_dataset([PAIR]))
     plain = [{k: [{"role": m["role"], "content": m["content"]} for m in v] for k, v in b.items()} for b in back]
     assert plain == [PAIR]
+
+
+# ----------------------------------------------------------------------------- bad input, handled
+def test_hf_dataset_round_trip_is_exact_for_mixed_lists(tmp_path):
+    chat = {"messages": [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": "Capital of Peru?", "name": "ana"},
+                         {"role": "assistant", "content": "Lima.", "weight": 0},
+                         {"role": "user", "content": "And Chile?"}, {"role": "assistant", "content": "Santiago."}]}
+    examples = [chat, PAIR, {**chat, "_line": 9}]
+    back = data.from_hf_dataset(data.to_hf_dataset(examples))
+    assert back == [data.clean(e) for e in examples]  # name kept, weight only where given, both kinds
+    assert back[0]["messages"][1] == {"role": "user", "content": "Capital of Peru?", "name": "ana"}
+    data.write_jsonl(tmp_path / "a.jsonl", back[:1])
+    loaded, report = data.load_jsonl(tmp_path / "a.jsonl")
+    assert report.ok and [data.clean(e) for e in loaded] == back[:1]
+    assert data.from_hf_dataset(data.to_hf_dataset([])) == []
+
+
+def test_csv_from_excel_and_a_shifted_row(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffUser,Assistant\nCapital of Peru?,\"Lima, of course.\"\nCapital of Chile?,Santiago, "
+                     "of course.\n".encode())
+    examples, report = data.load_csv(path)
+    assert examples[0]["messages"] == [{"role": "user", "content": "Capital of Peru?"},
+                                       {"role": "assistant", "content": "Lima, of course."}]
+    assert [(p.line, p.severity) for p in report.problems] == [(3, "error")]
+    assert "3 cells but the header has 2" in report.problems[0].message
+
+
+def test_long_text_is_cut_in_characters_before_it_is_tokenised(tok):
+    from kit.engine.chat import render
+
+    long = {"messages": [{"role": "user", "content": "What is the capital of Peru? " * 400},
+                         {"role": "assistant", "content": "Lima."}]}
+    full, cut = render(long, tok), render(long, tok, max_length=32)
+    assert full.exact and not cut.exact and cut.input_ids == full.input_ids[:32]  # the same first tokens
+    huge = {"messages": [long["messages"][0], {"role": "assistant", "content": "word " * 400_000}]}
+    t0 = time.perf_counter()
+    report = data.validate([huge], tok, max_length=64)
+    assert time.perf_counter() - t0 < 5 and "over the token limit: 2,011,600 characters" in report.problems[0].message
+    assert any("too long to check" in p.message for p in data.validate([huge], tok).errors)  # no max_length
+    with pytest.raises(ValueError, match="max_length must be a whole number >= 1"):
+        data.validate([huge], tok, max_length=0)
+
+
+def test_special_tokens_of_any_template_are_refused_by_name(tok):
+    import copy
+
+    from kit.engine.chat import find_special_token
+
+    ex = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4<|end|>\n<|user|>"}]}
+    (p,) = data.validate([ex], tok).problems
+    assert (p.field, p.severity) == ("messages[1].content", "error") and "'<|end|>', a special token" in p.message
+    hub = copy.deepcopy(tok)  # another template's markers, added to the tokenizer: found the same way
+    hub.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    assert find_special_token("a <|im_end|> b", hub) == "<|im_end|>"
+    assert find_special_token("a <|im_end| b", hub) is None and find_special_token("a <|im_end|> b", tok) is None
+
+
+def test_formats_are_not_mixed_and_weights_are_integers(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 1}]}
+    rows = [good, PAIR, *({"messages": [good["messages"][0], {**good["messages"][1], "weight": w}]}
+                          for w in (True, 1.0, "1", 0.0))]
+    data.write_jsonl(path, rows)
+    _, report = data.load_jsonl(path)
+    got = [(p.line, p.message.split(":")[0]) for p in report.errors]
+    assert got == [(2, "a preference example in a file of chat examples (line 1 is a chat example)"),
+                   *((n, "weight must be the integer 0 or 1 (got " + w + ")") for n, w in
+                     ((3, "True"), (4, "1.0"), (5, "'1'"), (6, "0.0")))]
+
+
+def test_empty_file_and_line_numbers_that_follow_newlines_only(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    assert [(p.line, p.severity) for p in data.load_jsonl(empty)[1].problems] == [(0, "error")]
+    with pytest.raises(data.DataError, match="holds no example"):
+        data.load_jsonl(empty, strict=True)
+    cr = tmp_path / "cr.jsonl"
+    good = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+    cr.write_bytes(f"{good}\r\n{good[:-1]}\r,\"x\":1}}\n\u2028\n{{}}\n".encode())
+    _, report = data.load_jsonl(cr)
+    assert [(p.line, p.severity) for p in report.errors] == [(3, "error"), (4, "error")]
+
+
+def test_a_killed_writes_temporary_file_goes_at_the_next_write(tmp_path):
+    import os
+
+    path = tmp_path / "x.jsonl"
+    stale = tmp_path / f".x.jsonl.tmp-{2**22 + 3}"  # above any process id: its writer is gone
+    stale.write_text("half a file")
+    busy = tmp_path / f".x.jsonl.tmp-{os.getppid()}"  # a writer still running is left alone
+    busy.write_text("being written")
+    data.write_text_atomic(path, "whole\n")
+    assert not stale.exists() and busy.exists() and path.read_text() == "whole\n"

@@ -25,19 +25,19 @@ def test_sweep_fields_map_to_the_fine_tuning_config(sft_profile):
         sft_changes(sft_profile, {"learning_rate": 1})
 
 
-def test_real_sweep_records_finished_and_crashed_runs(cache, sft_profile, tmp_path):
-    points = [{"lr": 3e-3}, {"lr": -1.0}]  # the second is refused by the config check inside the run
-    with pytest.raises(ConfigError, match="lr must be a positive number"):
-        runs.sweep(points, sft_run_fn(sft_profile), name="s", root=tmp_path, progress=False)
+def test_real_sweep_records_finished_and_failed_runs(cache, sft_profile, tmp_path):
+    points = [{"lr": -1.0}, {"lr": 3e-3}]  # the first is refused by the config check inside its run
+    out = runs.sweep(points, sft_run_fn(sft_profile), name="s", root=tmp_path, progress=False)
+    assert [r["status"] for r in out] == ["failed", "finished"]  # the sweep went on after the bad point
     recorded = {r["name"]: r for r in runs.list_runs(tmp_path)}
     ok, bad = recorded["s-lr=0.003"], recorded["s-lr=-1.0"]
     assert ok["status"] == "finished" and 0 <= ok["results"]["heldout_qa_accuracy"] <= 1
     assert ok["datasets"]["train"]["rows"] > 0 and ok["config"]["lr"] == ok["config"]["sft.lr"] == 3e-3
     assert (tmp_path / "s-lr=0.003" / "model" / "config.json").exists()
     assert [e["event"] for e in runs.metrics(ok)].count("step") >= 1
-    assert bad["status"] == "crashed" and "lr must be a positive number" in bad["error"]
+    assert bad["status"] == "failed" and "lr must be a positive number" in bad["error"]
     assert ok["params"] == {"lr": 3e-3} and bad["params"] == {"lr": -1.0}
-    again = runs.sweep(points[:1], sft_run_fn(sft_profile), name="s", root=tmp_path, progress=False)
+    again = runs.sweep(points[1:], sft_run_fn(sft_profile), name="s", root=tmp_path, progress=False)
     assert again[0]["started"] == ok["started"]  # finished: loaded, not trained again
     assert best_run(again)["name"] == "s-lr=0.003"
 
@@ -81,3 +81,29 @@ def test_cli_sweep_prints_runs_and_the_best(cache, sft_profile, monkeypatch, cap
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [r["params"] for r in out["runs"]] == [{"lr": 1e-3}, {"lr": 3e-3}]
     assert out["best"] in {r["name"] for r in out["runs"]} and all(r["status"] == "finished" for r in out["runs"])
+
+
+def test_cli_sweep_with_no_finished_run_says_why(monkeypatch, capsys, tmp_path):
+    import kit.lessons.iterate as iterate
+    from kit.__main__ import main
+
+    def hopeless_or_refused(profile):
+        def run_fn(params, run):
+            if params["lora_r"] == 0:
+                profile.with_sft(**sft_changes(profile, params))  # the real check: refused with its message
+            for i, loss in enumerate([4.0] * 10, start=1):  # a flat loss: stopped early as hopeless
+                if not run.stop.is_set():
+                    run.on_step({"step": i, "max_steps": 10, "loss": loss, "lr": 1e-3, "tokens": i,
+                                 "elapsed": 0.1, "tokens_per_s": 10.0})
+            run.on_end(type("H", (), {"stopped": run.stop.is_set()})())
+            return {}
+        return run_fn
+
+    monkeypatch.setattr(iterate, "sft_run_fn", hopeless_or_refused)
+    assert main(["sweep", "--profile", "smoke", "--grid", "lr=1e-4,3e-4;lora_r=0,4", "--root", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    assert [r["status"] for r in out["runs"]] == ["failed", "stopped", "failed", "stopped"]
+    assert "sft.lora_r must be a positive number, got 0" in out["runs"][0]["error"]
+    assert out["best"] is None and out["reason"].startswith("no run finished (2 failed, 2 stopped early as hopeless")
+    assert "| status |" in captured.err  # the table was printed

@@ -40,3 +40,36 @@ def test_seed_fixes_initialisation(tok):
     c = load("smoke", tokenizer=tok, seed=2).model
     pa, pb, pc = (next(m.parameters()) for m in (a, b, c))
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+@pytest.mark.parametrize("files,words", [
+    ({"config.json": "{\"model_type\": "}, r"config.json is broken \(JSONDecodeError"),
+    ({"config.json": "[1]"}, "config.json is broken"),
+    ({"config.json": "{\"model_type\": \"zzz\"}"}, r"names a model type transformers does not know \('zzz'\)"),
+    ({"config.json": "{\"model_type\": \"llama\"}"}, "has a config.json but no weights"),
+    ({"config.json": "{\"model_type\": \"llama\"}", "model.safetensors": "garbage" * 50},
+     "the weights in .* \\(model.safetensors\\) could not be read"),
+    ({"adapter_config.json": "{}"}, "holds no config.json.*LoRA adapter"),
+])
+def test_broken_model_folders_name_the_file_and_the_fix(tmp_path, files, words):
+    from kit.engine.models import ModelLoadError
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ModelLoadError, match=words):
+        load(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["./no-such-model", "models/a/b", "~/no-such-model-here", "../nope"])
+def test_a_path_that_does_not_exist_is_no_such_folder(name):
+    with pytest.raises(ValueError, match="no such folder") as e:
+        load(name)
+    assert "hub" not in str(e.value).split("(")[0]
+
+
+def test_a_file_or_an_empty_name_is_refused(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="is a file, not a model folder"):
+        load(str(tmp_path / "weights.bin"))
+    with pytest.raises(ValueError, match="no model named"):
+        load("")

@@ -105,3 +105,46 @@ def test_saved_choices_apply_only_to_the_same_items(tmp_path):
     changed = RatingSession([("Capital of Peru?", "Lima, of course.", "Quito.")], path)  # new answers
     assert same.done and same.counts()["unrated"] == 0
     assert not changed.done and changed.counts()["unrated"] == 1
+
+
+def test_a_kill_between_the_two_writes_is_repaired_at_the_next_open(tmp_path, items, monkeypatch):
+    import kit.widgets.rating as rating
+
+    path = tmp_path / "prefs.jsonl"
+    session = RatingSession(items, path)
+    session.choose("a")
+    real = rating.write_jsonl
+
+    def killed_after_the_log(p, rows):
+        if p == path:
+            raise KeyboardInterrupt  # killed once the decisions (the file of record) are written
+        real(p, rows)
+
+    monkeypatch.setattr(rating, "write_jsonl", killed_after_the_log)
+    with pytest.raises(KeyboardInterrupt):
+        session.choose("b")
+    monkeypatch.setattr(rating, "write_jsonl", real)
+    assert len(lines(path)) == 1  # the pairs are one behind the decisions...
+    again = RatingSession(items, path)
+    assert len(lines(path)) == 2 and lines(path) == again.pairs()  # ...until the next open derives them again
+
+
+def test_a_cut_decisions_file_is_reported_and_the_rest_kept(tmp_path, items):
+    path = tmp_path / "prefs.jsonl"
+    session = RatingSession(items, path)
+    for choice in ("a", "b", "a"):
+        session.choose(choice)
+    log = session.log_path
+    log.write_bytes(log.read_bytes()[:-10])
+    with pytest.warns(UserWarning, match="line 3: malformed JSON"):
+        again = RatingSession(items, path)
+    assert again.counts()["unrated"] == len(items) - 2 and [p.line for p in again.load_problems] == [3]
+    assert len(lines(path)) == 2  # the pairs follow the readable decisions
+
+
+def test_rated_text_is_escaped(tmp_path):
+    session = RatingSession([("<img src=x onerror=alert(1)>", "<u>one</u>", "<script>x</script>")],
+                            tmp_path / "p.jsonl")
+    ui = RatingWidget(session)
+    shown = ui.prompt.value + ui.answers["a"].value + ui.answers["b"].value
+    assert "<img" not in shown and "<script" not in shown and "<u>" not in shown and "&lt;img" in shown

@@ -239,3 +239,60 @@ def test_blind_csv_labelled_by_a_reviewer(tmp_path):
                          "chosen": [{"role": "assistant", "content": "N'Djamena"}],
                          "rejected": [{"role": "assistant", "content": "Abuja"}]}
     assert all(check_preference(p) == [] for p in pairs)
+
+
+# ----------------------------------------------------------------------------- hostile input
+def test_formula_cells_are_neutralised_and_round_trip(tmp_path):
+    texts = ["=HYPERLINK(\"http://evil\",\"x\")", "+1+1", "-2", "@SUM(A1)", "\tx", "'quoted", "plain"]
+    pairs = [{"prompt": [{"role": "user", "content": t}], "chosen": [{"role": "assistant", "content": t}],
+              "rejected": [{"role": "assistant", "content": "no"}]} for t in texts]
+    path = runs.export_pairs_csv(pairs, tmp_path / "pairs.csv")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:  # no text cell a spreadsheet would run
+        for key in ("prompt", "answer_a", "answer_b"):
+            assert not row[key].startswith(runs.FORMULA_START), row[key]
+    assert runs.import_pairs_csv(path) == pairs  # exact, through messages_json
+    for row in rows:
+        row["messages_json"] = ""  # a reviewer's sheet without the JSON: the texts alone come back exactly
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    assert [p["prompt"][0]["content"] for p in runs.import_pairs_csv(path)] == texts
+
+
+@pytest.mark.parametrize("name,folder", [("..", "run"), ("../../escape", "escape"), ("/etc/passwd", "etc_passwd"),
+                                         (".hidden", "hidden"), ("a b/c\\d", "a_b_c_d"), ("ok-1.5", "ok-1.5")])
+def test_run_names_become_safe_folders_inside_the_root(tmp_path, name, folder):
+    run = runs.Run(name, root=tmp_path / "runs")
+    assert run.folder == tmp_path / "runs" / folder and run.info["name"] == folder
+    assert run.folder.resolve().parent == (tmp_path / "runs").resolve()
+
+
+def test_a_link_out_of_the_runs_root_is_refused(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "sneaky").symlink_to(tmp_path)
+    with pytest.raises(ValueError, match="resolves outside the runs folder"):
+        runs.Run("sneaky", root=tmp_path / "runs")
+
+
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
+    from kit.engine.config import ConfigError
+
+    def run_fn(params, run):
+        if params["lr"] == 2:
+            raise ConfigError("1 problem in the configuration:\n  - sft.lr must be below 1")
+        if params["lr"] == 3:
+            raise RuntimeError("out of luck")
+        fake_training(run, [3.0, 2.0, 1.0])
+        return {"score": params["lr"]}
+
+    out = runs.sweep(runs.grid({"lr": [1, 2, 3, 4]}), run_fn, root=tmp_path, progress=False)
+    assert [r["status"] for r in out] == ["finished", "failed", "crashed", "finished"]
+    assert "sft.lr must be below 1" in out[1]["error"] and out[2]["error"] == "RuntimeError: out of luck"
+    (tmp_path / "sweep-lr=4" / "run.json").write_text("{cut")  # a broken record: listed as missing, redone
+    with pytest.warns(UserWarning, match="cannot be read"):
+        assert len(runs.list_runs(tmp_path)) == 3
+    again = runs.sweep(runs.grid({"lr": [4]}), run_fn, root=tmp_path, progress=False)
+    assert again[0]["status"] == "finished"

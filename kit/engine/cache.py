@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -74,17 +75,73 @@ def entry_key(*parts) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def is_complete(entry: Path) -> bool:
-    """True when `entry/manifest.json` exists and every file it lists has its recorded size and hash."""
+def read_manifest(entry: Path) -> dict | None:
+    """The `{relative path: {"size", "sha256"}}` table of `entry/manifest.json`, or None when the manifest is
+    missing or malformed (not a table of files inside the entry with an integer size and a hex digest)."""
     try:
-        manifest = json.loads((entry / "manifest.json").read_text())
-        for rel, meta in manifest["files"].items():
-            f = entry / rel
+        files = json.loads((Path(entry) / "manifest.json").read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    if not isinstance(files, dict) or not files:
+        return None
+    for rel, meta in files.items():
+        parts = Path(rel).parts
+        if Path(rel).is_absolute() or ".." in parts or not parts or not isinstance(meta, dict):
+            return None
+        if type(meta.get("size")) is not int or not isinstance(meta.get("sha256"), str):
+            return None
+    return files
+
+
+def is_complete(entry: Path, required: tuple[str, ...] = ()) -> bool:
+    """True when `entry/manifest.json` is well formed, lists the `required` files, and every file it lists
+    has its recorded size and hash. A missing, cut-off or malformed manifest means "incomplete"."""
+    files = read_manifest(entry)
+    if files is None or any(r not in files for r in required):
+        return False
+    try:
+        for rel, meta in files.items():
+            f = Path(entry) / rel
             if f.stat().st_size != meta["size"] or sha256(f) != meta["sha256"]:
                 return False
         return True
-    except (OSError, ValueError, KeyError, TypeError):
+    except OSError:
         return False
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # no harmless signal 0 elsewhere: count the writer as alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path, pattern: str | None = None) -> list[Path]:
+    """Remove the temporary files or folders (`.NAME.tmp-PID`) that an atomic write of `path` left behind
+    when its process was killed; a write still running (its process alive) is left alone.
+
+    `pattern` (a glob in `path`'s folder) widens the search, e.g. ".step-*.tmp-*" for every checkpoint.
+    """
+    path = Path(path)
+    found = []
+    for p in path.parent.glob(pattern or f".{glob.escape(path.name)}.tmp-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:  # a shared, read-only cache: nothing to clean for this account
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        except OSError:
+            continue
+        found.append(p)
+    return found
 
 
 def _umask() -> int:
@@ -114,6 +171,7 @@ def readable(folder: Path) -> None:
 def write_entry(entry: Path, fill: Callable[[Path], None]) -> None:
     """Run `fill(tmp_folder)`, write the manifest, then atomically rename the folder to `entry`."""
     entry.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(entry)
     tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

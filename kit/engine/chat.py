@@ -38,35 +38,67 @@ class Problem:
         return asdict(self)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def short(value, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters (safe for any JSON value, even a 10,000-digit number)."""
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + "..."
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # int too long to convert, or nested too deeply
+        text = f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _key(key) -> str:
+    """A key as it may appear in a field name: itself when it is a plain short name, else its cut repr."""
+    return key if isinstance(key, str) and key.isidentifier() and len(key) <= 40 else short(key, 40)
+
+
 def _check_messages(messages, field: str, err) -> list:
-    """Per-message checks shared by chat and preference examples; returns the roles seen."""
+    """Per-message checks shared by chat and preference examples; returns the roles seen (text roles only)."""
     if not isinstance(messages, list) or not messages:
-        err(field, f"'{field}' must be a non-empty list")
+        err(field, f"'{field}' must be a non-empty list of messages (got {short(messages, 40)})")
         return []
     roles = []
     for i, m in enumerate(messages):
         f = f"{field}[{i}]"
         if not isinstance(m, dict):
-            err(f, f"message is not an object (got {type(m).__name__})")
+            err(f, f"message is not an object (got {type(m).__name__}): write {{\"role\": ..., \"content\": ...}}")
             continue
         for key in ("role", "content"):
             if key not in m:
-                err(f"{f}.{key}", f"message is missing {key!r}")
-        for key in sorted(set(m) - MESSAGE_KEYS):
-            err(f"{f}.{key}", f"unknown key {key!r} in a message (allowed: {', '.join(sorted(MESSAGE_KEYS))})")
+                err(f"{f}.{key}", f"message is missing {key!r}" + (": add \"role\": \"user\" (or \"assistant\", "
+                                                                   "\"system\")" if key == "role" else
+                                                                   ": add the message's text as \"content\""))
+        for key in sorted(set(m) - MESSAGE_KEYS, key=str):
+            err(f"{f}.{_key(key)}", f"unknown key {short(key, 40)} in a message "
+                                    f"(allowed: {', '.join(sorted(MESSAGE_KEYS))}): remove or rename it")
         role, content = m.get("role"), m.get("content")
-        if "role" in m and role not in ROLES:
-            err(f"{f}.role", f"unknown role {role!r} (expected one of: {', '.join(ROLES)})")
+        if "role" in m and not (isinstance(role, str) and role in ROLES):
+            err(f"{f}.role", f"unknown role {short(role, 40)} (expected one of: {', '.join(ROLES)})")
         if "content" in m:
             if not isinstance(content, str):
-                err(f"{f}.content", f"content must be a string (got {type(content).__name__})")
+                err(f"{f}.content", f"content must be a string (got {type(content).__name__}): write the text in "
+                                    "double quotes")
             elif not content.strip():
-                err(f"{f}.content", "content is empty")
-        if "weight" in m and m["weight"] not in (0, 1):
-            err(f"{f}.weight", f"weight must be 0 or 1 (got {m['weight']!r})")
-        if "weight" in m and role != "assistant":
-            err(f"{f}.weight", "weight only applies to assistant messages", "warning")
-        roles.append(role)
+                err(f"{f}.content", "content is empty: write the message's text, or remove the message")
+            elif bad := _SURROGATE.search(content):
+                err(f"{f}.content", f"content holds a lone surrogate ({bad.group()!r} at character {bad.start() + 1}), "
+                                    "which is not valid Unicode text: fix the \\u escape (an emoji is a pair such as "
+                                    "\\ud83d\\ude00) or remove it")
+        if "weight" in m:
+            w = m["weight"]
+            if type(w) is not int or w not in (0, 1):
+                err(f"{f}.weight", f"weight must be the integer 0 or 1 (got {short(w, 40)}): write 0 or 1, "
+                                   "without quotes or a decimal point")
+            elif role != "assistant":
+                err(f"{f}.weight", "weight only applies to assistant messages", "warning")
+        if "name" in m and not (isinstance(m["name"], str) and m["name"].strip()):
+            err(f"{f}.name", f"name must be a non-empty string (got {short(m['name'], 40)})")
+        roles.append(role if isinstance(role, str) else None)
     return roles
 
 
@@ -80,14 +112,16 @@ def check_example(entry, line: int = 0) -> list[Problem]:
 
     out: list[Problem] = []
     if not isinstance(entry, dict):
-        err("", f"entry is not a JSON object (got {type(entry).__name__})")
+        err("", f"entry is not a JSON object (got {type(entry).__name__}): write one object per line, "
+                "{\"messages\": [...]}")
         return out
     if "messages" not in entry and {"prompt", "chosen", "rejected"} & set(entry):
         return check_preference(entry, line)
-    for key in sorted(set(entry) - ENTRY_KEYS):
-        err(key, f"unknown key {key!r} in the entry (expected only 'messages')", "warning")
+    for key in sorted(set(entry) - ENTRY_KEYS, key=str):
+        err(_key(key), f"unknown key {short(key, 40)} in the entry (expected only 'messages')", "warning")
     if "messages" not in entry:
-        err("messages", "missing 'messages'")
+        err("messages", "missing 'messages': a chat example is {\"messages\": [{\"role\": ..., \"content\": ...}, "
+                        "...]}")
         return out
     roles = _check_messages(entry["messages"], "messages", err)
     if not roles:
@@ -115,11 +149,12 @@ def check_preference(entry: dict, line: int = 0) -> list[Problem]:
         out.append(Problem(line, field, severity, msg))
 
     out: list[Problem] = []
-    for key in sorted(set(entry) - PREFERENCE_KEYS):
-        err(key, f"unknown key {key!r} in a preference entry (expected: prompt, chosen, rejected)", "warning")
+    for key in sorted(set(entry) - PREFERENCE_KEYS, key=str):
+        err(_key(key), f"unknown key {short(key, 40)} in a preference entry (expected: prompt, chosen, rejected)",
+            "warning")
     for key in ("prompt", "chosen", "rejected"):
         if key not in entry:
-            err(key, f"missing {key!r}")
+            err(key, f"missing {key!r}: a preference pair has a prompt, a chosen and a rejected reply")
     if out and any(p.severity == "error" for p in out):
         return out
     prompt_roles = _check_messages(entry["prompt"], "prompt", err)
@@ -127,7 +162,7 @@ def check_preference(entry: dict, line: int = 0) -> list[Problem]:
         err("prompt", "the prompt must end with a user message")
     for key in ("chosen", "rejected"):
         roles = _check_messages(entry[key], key, err)
-        if roles and set(roles) != {"assistant"}:
+        if roles and any(r != "assistant" for r in roles):
             err(key, f"'{key}' must hold assistant messages only")
     if entry["chosen"] == entry["rejected"]:
         err("chosen", "chosen and rejected are identical: the pair teaches nothing", "warning")
@@ -143,6 +178,8 @@ class Rendered:
     n_assistant_tokens: int   # before any truncation
     truncated: int            # tokens cut off by max_length
     lost_assistant_tokens: int
+    exact: bool = True        # False: the text was too long to tokenise whole, and was cut in characters
+                              # first; the counts above then cover only the part that was tokenised
 
     @property
     def n_loss_tokens(self) -> int:
@@ -267,6 +304,11 @@ def render(conversation: dict | list, tok, max_length: int | None = None) -> Ren
         'Hello.<|end|>'
     """
     messages = conversation["messages"] if isinstance(conversation, dict) else conversation
+    exact = True
+    if max_length is not None:  # a text far longer than max_length is cut in characters before tokenising
+        budget = cut_budget(tok, max_length)
+        if conversation_size(messages) > budget:
+            messages, exact = cut_messages(messages, budget), False
     ids, spans = reply_spans(messages, tok)
     weights = [m.get("weight", 1) for m in messages if m["role"] == "assistant"]
     mask = [0] * len(ids)
@@ -278,7 +320,80 @@ def render(conversation: dict | list, tok, max_length: int | None = None) -> Ren
     if max_length is not None and len(ids) > max_length:
         truncated = len(ids) - max_length
         ids, mask = ids[:max_length], mask[:max_length]
-    return Rendered(ids, mask, n_assistant, truncated, n_assistant - sum(mask))
+    return Rendered(ids, mask, n_assistant, truncated, n_assistant - sum(mask), exact)
+
+
+MESSAGE_CHARS = 16  # what a template adds around each message (role markers, end of turn), in characters
+
+
+def conversation_chars(messages: list[dict]) -> int:
+    """The length of a conversation in characters (its contents), measured before any tokenising."""
+    return sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
+
+
+def conversation_size(messages: list[dict]) -> int:
+    """What rendering a conversation costs, in characters: its contents and a little per message."""
+    return conversation_chars(messages) + MESSAGE_CHARS * len(messages)
+
+
+def cut_budget(tok, max_length: int) -> int:
+    """Characters that surely make more than `max_length` tokens (see `max_token_chars`), with a margin."""
+    return (max_length + 16) * max_token_chars(tok) + 256
+
+
+def cut_messages(messages: list[dict], budget: int) -> list[dict]:
+    """The conversation cut after `budget` characters (see `conversation_size`; the later messages left out)."""
+    out = []
+    for m in messages:
+        if budget <= 0:
+            break
+        out.append({**m, "content": m["content"][:budget]})
+        budget -= len(m["content"]) + MESSAGE_CHARS
+    return out
+
+
+def max_token_chars(tok) -> int:
+    """The most characters one token of `tok` can stand for (its longest vocabulary entry; cached).
+
+    A text of n characters makes at least n / max_token_chars(tok) tokens, so a text longer than
+    max_length * max_token_chars(tok) surely overflows max_length: it need not be tokenised whole.
+    """
+    return _cached(tok, "_kit_max_token_chars", lambda: max((len(t) for t in tok.get_vocab()), default=1) or 1)
+
+
+def _cached(tok, attr: str, make):
+    """A value derived from the tokenizer's vocabulary, kept on it until tokens are added."""
+    size = len(tok)
+    held = getattr(tok, attr, None)
+    if held is None or held[0] != size:
+        held = (size, make())
+        try:
+            setattr(tok, attr, held)
+        except AttributeError:  # pragma: no cover - a tokenizer that refuses new attributes
+            pass
+    return held[1]
+
+
+def special_tokens(tok) -> list[str]:
+    """The tokenizer's special (control) tokens as text, longest first: its BOS / EOS / pad, the chat
+    template's markers (`<|end|>`, `<|im_start|>`, `<|eot_id|>`, ...) and every other special added token."""
+    found = {t for t in getattr(tok, "all_special_tokens", []) if isinstance(t, str) and t}
+    for added in getattr(tok, "added_tokens_decoder", {}).values():
+        if getattr(added, "special", False) and getattr(added, "content", ""):
+            found.add(added.content)
+    return sorted(found, key=lambda t: (-len(t), t))
+
+
+def find_special_token(text: str, tok) -> str | None:
+    """The first special token of `tok` written inside `text`, or None. Such text would be read as a
+    control token (an end of turn, a new role) instead of as the characters themselves."""
+    def make():
+        tokens = special_tokens(tok)
+        return re.compile("|".join(map(re.escape, tokens))) if tokens else None
+
+    pattern = _cached(tok, "_kit_special_re", make)
+    m = pattern.search(text) if pattern is not None else None
+    return m.group() if m else None
 
 
 def mask_html(rendered: Rendered, tok) -> str:

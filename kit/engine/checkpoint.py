@@ -23,11 +23,19 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from .cache import is_complete, write_entry
+from .cache import is_complete, remove_stale_temps, write_entry
+
+FILES = ("model.safetensors", "optimizer.safetensors", "state.json")  # what a checkpoint's manifest must list
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint folder that cannot be loaded (incomplete or corrupt)."""
+
+
+def usable(folder: Path) -> bool:
+    """True when `folder` is a complete checkpoint: a well-formed manifest that lists the checkpoint's
+    files, each with its recorded size and hash."""
+    return is_complete(Path(folder), FILES)
 
 
 def step_folder(run_dir: Path, step: int) -> Path:
@@ -59,22 +67,27 @@ def load(folder: Path, model, opt: torch.optim.Optimizer, sched) -> dict:
         CheckpointError: the folder is incomplete or a file does not match the manifest.
     """
     folder = Path(folder)
-    if not is_complete(folder):
-        raise CheckpointError(f"checkpoint {folder} is incomplete or corrupt (its files do not match "
-                              "manifest.json): it was probably cut off mid-write; delete it to resume "
+    if not usable(folder):
+        raise CheckpointError(f"checkpoint {folder} is incomplete or corrupt (manifest.json is missing, malformed, "
+                              "or does not match its files): it was probably cut off mid-write; delete it to resume "
                               "from the previous one")
-    device = next(model.parameters()).device
-    load_model(model, str(folder / "model.safetensors"), device=str(device))
-    tensors = load_file(str(folder / "optimizer.safetensors"))
-    meta = json.loads((folder / "state.json").read_text())
-    per_param: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("state."):
-            _, i, name = key.split(".", 2)
-            per_param.setdefault(int(i), {})[name] = value.to(device) if name != "step" else value
-    opt.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
-    sched.load_state_dict(meta["scheduler"])
-    torch.set_rng_state(tensors["rng.torch"])
+    try:
+        device = next(model.parameters()).device
+        load_model(model, str(folder / "model.safetensors"), device=str(device))
+        tensors = load_file(str(folder / "optimizer.safetensors"))
+        meta = json.loads((folder / "state.json").read_text())
+        per_param: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("state."):
+                _, i, name = key.split(".", 2)
+                per_param.setdefault(int(i), {})[name] = value.to(device) if name != "step" else value
+        opt.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
+        sched.load_state_dict(meta["scheduler"])
+        torch.set_rng_state(tensors["rng.torch"])
+    except Exception as e:  # files that match their manifest but do not fit this model or optimizer
+        raise CheckpointError(f"checkpoint {folder} does not fit this run ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''}): it was written by another model "
+                              "or configuration; give another checkpoint_dir, or delete it to start fresh") from e
     return meta
 
 
@@ -88,9 +101,13 @@ def _newest_first(run_dir: Path) -> list[Path]:
 
 
 def latest(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint under `run_dir` (by step number), skipping broken ones with a warning."""
+    """The newest complete checkpoint under `run_dir` (by step number), skipping broken ones with a warning.
+
+    Temporary folders of a checkpoint write that was killed are removed first."""
+    if Path(run_dir).is_dir():
+        remove_stale_temps(Path(run_dir) / "step", ".step-*.tmp-*")
     for folder in _newest_first(run_dir):
-        if is_complete(folder):
+        if usable(folder):
             return folder
         warnings.warn(f"skipping incomplete checkpoint {folder}", stacklevel=2)
     return None
@@ -102,7 +119,7 @@ def prune(run_dir: Path, keep: int = 2) -> None:
 
     kept = 0
     for folder in _newest_first(run_dir):
-        if kept < keep and is_complete(folder):
+        if kept < keep and usable(folder):
             kept += 1
         elif kept >= keep:
             shutil.rmtree(folder, ignore_errors=True)

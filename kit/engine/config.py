@@ -121,12 +121,25 @@ def problems_model(m: ModelConfig, prefix: str = "model") -> list[str]:
     out = []
     for f in ("hidden_size", "n_layers", "n_heads", "n_kv_heads", "intermediate_size", "max_seq_len"):
         if not _positive(getattr(m, f)):
-            out.append(f"{prefix}.{f} must be a positive number, got {getattr(m, f)!r}")
+            out.append(_not_positive(prefix, f, getattr(m, f)))
+    out += _whole_problems(m, ("hidden_size", "n_layers", "n_heads", "n_kv_heads", "intermediate_size",
+                               "max_seq_len"), prefix)
     if _positive(m.n_heads) and _positive(m.hidden_size) and m.hidden_size % m.n_heads:
         out.append(f"{prefix}.hidden_size ({m.hidden_size}) must be divisible by {prefix}.n_heads ({m.n_heads})")
     if _positive(m.n_kv_heads) and _positive(m.n_heads) and m.n_heads % m.n_kv_heads:
         out.append(f"{prefix}.n_heads ({m.n_heads}) must be divisible by {prefix}.n_kv_heads ({m.n_kv_heads})")
     return out
+
+
+def _whole_problems(obj, fields: tuple[str, ...], prefix: str) -> list[str]:
+    """Fields that count things (steps, rows, ranks) must be whole numbers: 8.5 rows is refused, not rounded."""
+    return [f"{prefix}.{f} must be a whole number, got {getattr(obj, f)!r}" for f in fields
+            if isinstance(getattr(obj, f), float) and math.isfinite(getattr(obj, f))]
+
+
+def _not_positive(prefix: str, f: str, v) -> str:
+    finite = "finite " if isinstance(v, float) and not math.isfinite(v) else ""
+    return f"{prefix}.{f} must be a {finite}positive number, got {v!r}"
 
 
 def _positive(v) -> bool:
@@ -143,7 +156,9 @@ def problems_train(t: TrainConfig, prefix: str = "train") -> list[str]:
     out = []
     for f in ("max_steps", "batch_size", "grad_accum", "seq_len", "log_every", "eval_batches", "lr"):
         if not _positive(getattr(t, f)):
-            out.append(f"{prefix}.{f} must be a positive number, got {getattr(t, f)!r}")
+            out.append(_not_positive(prefix, f, getattr(t, f)))
+    out += _whole_problems(t, ("max_steps", "batch_size", "grad_accum", "seq_len", "log_every", "eval_batches",
+                               "warmup_steps", "checkpoint_every", "eval_every", "cpu_threads"), prefix)
     if not _in(t.min_lr_ratio, 0, 1):
         out.append(f"{prefix}.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio!r}")
     if _positive(t.max_steps) and not _in(t.warmup_steps, 0, t.max_steps):
@@ -164,7 +179,8 @@ def problems_sft(s: SFTConfig, max_seq_len: int | None = None, prefix: str = "sf
     for f in ("epochs", "lr", "lora_lr", "lora_r", "lora_alpha", "batch_size", "seq_len", "log_every",
               "first_token_weight"):
         if not _positive(getattr(s, f)):
-            out.append(f"{prefix}.{f} must be a positive number, got {getattr(s, f)!r}")
+            out.append(_not_positive(prefix, f, getattr(s, f)))
+    out += _whole_problems(s, ("lora_r", "lora_alpha", "batch_size", "seq_len", "log_every", "eval_every"), prefix)
     for f in ("replay", "warmup_ratio", "eval_every"):
         if not _in(getattr(s, f), 0, math.inf, hi_open=True):
             out.append(f"{prefix}.{f} must be >= 0, got {getattr(s, f)!r}")
@@ -178,8 +194,9 @@ def problems_sft(s: SFTConfig, max_seq_len: int | None = None, prefix: str = "sf
 
 
 def problems_dpo(d: DPOConfig, prefix: str = "dpo") -> list[str]:
-    out = [f"{prefix}.{f} must be a positive number, got {getattr(d, f)!r}"
+    out = [_not_positive(prefix, f, getattr(d, f))
            for f in ("beta", "lr", "epochs", "lora_r", "batch_size") if not _positive(getattr(d, f))]
+    out += _whole_problems(d, ("lora_r", "batch_size"), prefix)
     if not _in(d.sft_weight, 0, math.inf, hi_open=True):
         out.append(f"{prefix}.sft_weight must be >= 0 (0 = plain DPO), got {d.sft_weight!r}")
     return out

@@ -11,147 +11,64 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import html
+import hashlib
 import json
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .chat import ROLES, Problem, Rendered, check_example, render
+from .chat import (
+    Problem,
+    Rendered,
+    TemplateError,
+    check_example,
+    conversation_chars,
+    conversation_size,
+    cut_budget,
+    find_special_token,
+    max_token_chars,
+    render,
+)
+from .formats import from_hf_dataset, load_csv, to_hf_dataset
+from .lines import LineError, iter_lines, parse_json
+from .report import DataError, Report, accept, finish
 from .tokenizer import stop_token_ids
 
-
-class DataError(ValueError):
-    """A dataset that strict mode refuses; the message lists every problem."""
-
-
-@dataclass
-class Report:
-    """Validation problems, one row each; shows as a table in a notebook."""
-
-    problems: list[Problem] = field(default_factory=list)
-    n_examples: int = 0
-    summary: dict = field(default_factory=dict)
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def extend(self, other: Report) -> Report:
-        self.problems += other.problems
-        return self
-
-    def sorted(self) -> list[Problem]:
-        return sorted(self.problems, key=lambda p: (p.line, p.severity != "error", p.field))
-
-    def to_json(self) -> str:
-        return json.dumps([{"line": p.line, "field": p.field, "severity": p.severity, "message": p.message}
-                           for p in self.sorted()], indent=1)
-
-    def __str__(self) -> str:
-        head = f"{self.n_examples} examples: {len(self.errors)} errors, {len(self.warnings)} warnings"
-        if self.summary:
-            head += (f"; {self.summary['tokens']} tokens, {self.summary['loss_tokens']} carry loss "
-                     f"({self.summary['loss_token_share']:.0%})")
-        rows = [f"  line {p.line:>5}  {p.severity:<7}  {p.field or '-':<22}  {p.message}" for p in self.sorted()]
-        return "\n".join([head, *rows])
-
-    def _repr_html_(self) -> str:
-        colour = {"error": "#fdd", "warning": "#ffd"}
-        rows = "".join(
-            f"<tr style='background:{colour[p.severity]}'><td>{p.line}</td><td>{p.severity}</td>"
-            f"<td><code>{html.escape(p.field)}</code></td><td>{html.escape(p.message)}</td></tr>"
-            for p in self.sorted())
-        return (f"<p><b>{self.n_examples}</b> examples: <b>{len(self.errors)}</b> errors, "
-                f"<b>{len(self.warnings)}</b> warnings</p><table><tr><th>line</th><th>severity</th>"
-                f"<th>field</th><th>message</th></tr>{rows}</table>")
-
-
-def _finish(examples: list[dict], report: Report, strict: bool, source: str) -> tuple[list[dict], Report]:
-    if strict and report.errors:
-        raise DataError(f"{source}: {len(report.errors)} errors\n{report}")
-    return examples, report
+__all__ = ["DataError", "Report", "load_jsonl", "load_csv", "load_file", "to_hf_dataset", "from_hf_dataset",
+           "validate", "validate_file", "stats", "sft_rows", "write_jsonl", "write_text_atomic", "clean"]
+MAX_CHARS = 200_000  # the longest conversation (in characters) checked without a max_length
 
 
 # ----------------------------------------------------------------------------- loading
-def _accept(entry, line_no: int, examples: list[dict], report: Report) -> None:
-    """Check one entry; report its problems; keep it (with its line number) unless it has an error."""
-    problems = check_example(entry, line_no)
-    report.problems += problems
-    if not any(p.severity == "error" for p in problems):
-        examples.append({**entry, "_line": line_no})
-
-
 def load_jsonl(path: str | Path, strict: bool = False) -> tuple[list[dict], Report]:
     """Read a JSONL file of chat examples; each example gets its line number in `example["_line"]`.
 
-    Lenient (default): every well-formed, valid line is returned, every other one is in the report.
+    Lenient (default): every well-formed, valid line is returned, every other one is in the report
+    (lines that are not UTF-8, malformed or deeply nested JSON, format errors, a chat example among
+    preference pairs or the other way round; an empty file is an error too).
     Strict: raise one DataError listing every error.
     """
-    examples, report = [], Report()
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            report.n_examples += 1
+    examples, report, first = [], Report(), {}
+    for line_no, text, why in iter_lines(path):
+        report.n_examples += 1
+        if text is not None:
             try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as e:
-                report.problems.append(Problem(line_no, "", "error", f"malformed JSON: {e.msg} at column {e.colno}"))
-                continue
-            _accept(entry, line_no, examples, report)
-    return _finish(examples, report, strict, str(path))
+                entry, dups = parse_json(text)
+            except LineError as e:
+                why = str(e)
+        if why is not None:
+            report.problems.append(Problem(line_no, "", "error", why))
+            continue
+        del text  # a long line is held once, as its parsed value
+        report.problems += [Problem(line_no, "", "warning", d) for d in dups]
+        accept(entry, line_no, examples, report, first)
+    return finish(examples, report, strict, str(path))
 
 
-def load_csv(path: str | Path, strict: bool = False) -> tuple[list[dict], Report]:
-    """Read a CSV with columns `user`, `assistant` and optionally `system` (one turn per row),
-    or with one column `messages` holding the JSON list. Row 1 is the header, as in a spreadsheet."""
-    examples, report = [], Report()
-    with open(path, newline="", encoding="utf-8") as f:
-        for line_no, row in enumerate(csv.DictReader(f), start=2):
-            report.n_examples += 1
-            if "messages" in row:
-                try:
-                    entry = {"messages": json.loads(row["messages"])}
-                except json.JSONDecodeError as e:
-                    report.problems.append(Problem(line_no, "messages", "error", f"malformed JSON: {e.msg}"))
-                    continue
-            else:
-                entry = {"messages": [{"role": r, "content": row[r]} for r in ROLES if row.get(r)]}
-            _accept(entry, line_no, examples, report)
-    return _finish(examples, report, strict, str(path))
-
-
-def _columns(example: dict) -> tuple[str, ...]:
-    return ("messages",) if "messages" in example else ("prompt", "chosen", "rejected")
-
-
-def from_hf_dataset(ds) -> list[dict]:
-    """Examples from a Hugging Face `datasets.Dataset` with a `messages` column (chat) or
-    `prompt` / `chosen` / `rejected` columns (preference pairs)."""
-    cols = ("messages",) if "messages" in ds.column_names else ("prompt", "chosen", "rejected")
-    return [{c: [dict(m) for m in row[c]] for c in cols} for row in ds]
-
-
-def to_hf_dataset(examples: list[dict]):
-    """A Hugging Face `datasets.Dataset` of chat or preference examples (weights kept on messages)."""
-    import datasets
-
-    def msgs(ms):
-        return [{"role": m["role"], "content": m["content"], "weight": int(m.get("weight", 1))} for m in ms]
-
-    return datasets.Dataset.from_list([{c: msgs(ex[c]) for c in _columns(ex)} for ex in examples])
+def load_file(path: str | Path, strict: bool = False) -> tuple[list[dict], Report]:
+    """`load_csv` for a `.csv` file, `load_jsonl` for any other."""
+    return (load_csv if Path(path).suffix.lower() == ".csv" else load_jsonl)(path, strict)
 
 
 def clean(example: dict) -> dict:
@@ -161,9 +78,13 @@ def clean(example: dict) -> dict:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write a text file atomically: a temporary file in the same folder, synced, then renamed over the
-    old one (a crash leaves the old file whole, and the temporary file is removed)."""
+    old one (a crash leaves the old file whole, and the temporary file is removed). Temporary files that
+    a killed write left beside `path` are removed first."""
+    from .cache import remove_stale_temps
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -175,9 +96,18 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _json_line(obj) -> str:
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate cannot be written as UTF-8: keep it as a \u escape
+        text = json.dumps(obj)
+    return text + "\n"
+
+
 def write_jsonl(path: str | Path, examples: list[dict]) -> None:
     """Write examples as JSONL atomically (see `write_text_atomic`)."""
-    write_text_atomic(path, "".join(json.dumps(clean(ex), ensure_ascii=False) + "\n" for ex in examples))
+    write_text_atomic(path, "".join(_json_line(clean(ex)) for ex in examples))
 
 
 # ----------------------------------------------------------------------------- validation
@@ -190,32 +120,55 @@ def normalise(text: str) -> str:
 
 
 def _line(ex: dict, i: int) -> int:
-    return ex.get("_line", i + 1)
+    return ex.get("_line", i + 1) if isinstance(ex, dict) else i + 1
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def validate(examples: list[dict], tok, max_length: int | None = None,
              eval_examples: list[dict] | None = None) -> Report:
-    """Checks that need the chat template: truncation, loss tokens, duplicates, split overlap.
+    """Checks that need the chat template: special tokens in the text, truncation, tokens with loss,
+    duplicates, split overlap. Examples with format errors get those errors and nothing else.
+
+    Text is measured in characters before it is tokenised: a conversation far longer than
+    `max_length` is cut first (see `kit.engine.chat.render`), and one over `MAX_CHARS` characters
+    without a `max_length` is an error, not tokenised.
 
     Args:
         examples: format-checked examples (e.g. from `load_jsonl`).
         tok: the tokenizer whose chat template training will use.
-        max_length: the training context length; longer examples are reported.
+        max_length: the training context length (>= 1); longer examples are reported.
         eval_examples: an evaluation split; prompts found in both splits are reported.
     """
+    if max_length is not None and (type(max_length) is not int or max_length < 1):
+        raise ValueError(f"max_length must be a whole number >= 1 (the training context in tokens), got "
+                         f"{max_length!r}")
     report = Report(n_examples=len(examples))
     end_ids = set(stop_token_ids(tok))
     seen_exact: dict[str, int] = {}
     seen_near: dict[str, int] = {}
     n_tokens = n_loss = 0
+    usable = []  # (line, example) of the examples without format errors
     for i, ex in enumerate(examples):
         line = _line(ex, i)
+        errors = [p for p in check_example(clean(ex) if isinstance(ex, dict) else ex, line) if p.severity == "error"]
+        if errors:
+            report.problems += errors
+            continue
+        usable.append((line, ex))
+        if _special_tokens(ex, tok, line, report):
+            continue
         for conv in conversations(ex):
             r = _check_render(conv, tok, max_length, end_ids, line, report)
-            n_tokens += len(r.input_ids)
-            n_loss += r.n_loss_tokens
-        exact = json.dumps(clean(ex), sort_keys=True)
-        near = normalise(" ".join(m["content"] for c in conversations(ex) for m in c["messages"]))
+            if r is not None:
+                n_tokens += len(r.input_ids)
+                n_loss += r.n_loss_tokens
+        if sum(conversation_size(c["messages"]) for c in conversations(ex)) > MAX_CHARS:
+            continue  # too long to be anyone's duplicate, and comparing it would copy it several times
+        exact = _digest(json.dumps(clean(ex), sort_keys=True))
+        near = _digest(normalise(" ".join(m["content"] for c in conversations(ex) for m in c["messages"])))
         if exact in seen_exact:
             report.problems.append(Problem(line, "messages", "warning", f"exact duplicate of line {seen_exact[exact]}"))
         elif near in seen_near:
@@ -227,10 +180,11 @@ def validate(examples: list[dict], tok, max_length: int | None = None,
     if eval_examples:
         eval_prompts = {}
         for i, ex in enumerate(eval_examples):
-            eval_prompts.setdefault(_prompt_key(ex), _line(ex, i))
-        for i, ex in enumerate(examples):
+            if not any(p.severity == "error" for p in check_example(clean(ex) if isinstance(ex, dict) else ex)):
+                eval_prompts.setdefault(_prompt_key(ex), _line(ex, i))
+        for line, ex in usable:
             if _prompt_key(ex) in eval_prompts:
-                report.problems.append(Problem(_line(ex, i), "messages", "error", (
+                report.problems.append(Problem(line, "messages", "error", (
                     f"prompt also in the evaluation split (its line {eval_prompts[_prompt_key(ex)]}): "
                     "the evaluation score would be inflated")))
     report.summary = {"tokens": n_tokens, "loss_tokens": n_loss, "loss_token_share": n_loss / max(1, n_tokens)}
@@ -244,10 +198,46 @@ def conversations(example: dict) -> list[dict]:
     return [{"messages": example["prompt"] + example[k]} for k in ("chosen", "rejected")]
 
 
-def _check_render(conv: dict, tok, max_length: int | None, end_ids: set[int], line: int, report: Report) -> Rendered:
-    """Template checks of one conversation (truncation, tokens with loss, a trained end-of-turn)."""
-    r = render(conv, tok, max_length)
-    if r.truncated:
+def _special_tokens(ex: dict, tok, line: int, report: Report) -> bool:
+    """Report every message whose text holds a special token of the template; True if one does."""
+    found = False
+    for key in ("messages", "prompt", "chosen", "rejected"):
+        for j, m in enumerate(ex.get(key) or []):
+            token = find_special_token(m["content"], tok)
+            if token is not None:
+                found = True
+                report.problems.append(Problem(line, f"{key}[{j}].content", "error", (
+                    f"the text holds {token!r}, a special token of the chat template: it would be read as a "
+                    "control token (such as an end of turn or a new role), not as text, and training would "
+                    "learn it; remove it, or write it differently (e.g. with a space inside)")))
+    return found
+
+
+def _check_render(conv: dict, tok, max_length: int | None, end_ids: set[int], line: int,
+                  report: Report) -> Rendered | None:
+    """Template checks of one conversation (length, truncation, tokens with loss, a trained end-of-turn)."""
+    chars, size = conversation_chars(conv["messages"]), conversation_size(conv["messages"])
+    if size > MAX_CHARS and (max_length is None or cut_budget(tok, max_length) > MAX_CHARS):
+        n = len(conv["messages"])
+        report.problems.append(Problem(line, "messages", "error", (
+            f"too long to check: {chars:,} characters in {n:,} messages (over {MAX_CHARS:,} characters, the most "
+            "the validator tokenises" + (" without a max_length" if max_length is None else "") + "): give the "
+            "training context length (--max-length / max_length=) to see what training keeps, or split the "
+            "conversation")))
+        return None
+    try:
+        r = render(conv, tok, max_length)
+    except (TemplateError, ValueError, TypeError) as e:  # a hub template's own refusal, text it cannot encode
+        report.problems.append(Problem(line, "messages", "error", f"cannot be rendered: {e}"))
+        return None
+    if r.truncated and not r.exact:
+        wants = any(m["role"] == "assistant" and m.get("weight", 1) != 0 for m in conv["messages"])
+        sev = "error" if r.n_loss_tokens == 0 and wants else "warning"
+        report.problems.append(Problem(line, "messages", sev, (
+            f"over the token limit: {chars:,} characters cannot fit in max_length={max_length} tokens (a token "
+            f"of this tokenizer spans at most {max_token_chars(tok)} characters); everything after token "
+            f"{max_length} is cut, {r.n_loss_tokens} tokens with loss remain")))
+    elif r.truncated:
         sev = "error" if r.n_loss_tokens == 0 and r.n_assistant_tokens else "warning"
         report.problems.append(Problem(line, "messages", sev, (
             f"over the token limit: {len(r.input_ids) + r.truncated} tokens > max_length={max_length}; "
@@ -268,8 +258,9 @@ def _prompt_key(ex: dict) -> str:
 
 def validate_file(path: str | Path, tok, max_length: int | None = None,
                   eval_examples: list[dict] | None = None) -> Report:
-    """Format checks (`load_jsonl`) and template checks (`validate`) of one JSONL file, in one report."""
-    examples, report = load_jsonl(path)
+    """Format checks (`load_jsonl`, or `load_csv` for a .csv file) and template checks (`validate`) of one
+    file, in one report."""
+    examples, report = load_file(path)
     deep = validate(examples, tok, max_length, eval_examples)
     report.problems += deep.problems
     report.summary = deep.summary

@@ -21,9 +21,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, NamedTuple
 
 from .config import ModelConfig, validate
 
@@ -36,6 +34,10 @@ PRESETS: dict[str, ModelConfig] = {  # the course's profiles use these shapes
 }
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json", "adapter_model.safetensors")
+
+
+if TYPE_CHECKING:  # torch is imported where it is used: `kit.engine.models.PRESETS` alone stays light
+    import torch
 
 
 class ModelLoadError(ValueError):
@@ -76,6 +78,8 @@ def create(m: ModelConfig, vocab_size: int, *, seed: int = 0, tokenizer=None):
     ids = {}
     if tokenizer is not None:
         ids = dict(bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    import torch
+
     torch.manual_seed(seed)
     return LlamaForCausalLM(llama_config(m, vocab_size, **ids))
 
@@ -108,6 +112,9 @@ def load(name_or_path: str, *, vocab_size: int | None = None, tokenizer=None, se
     """
     from .tokenizer import load_tokenizer
 
+    if not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
+        raise ModelLoadError(f"no model named ({name_or_path!r}): give a preset ({', '.join(PRESETS)}), a folder "
+                             "saved with save_pretrained, or a hub id 'owner/name'")
     if name_or_path in PRESETS:
         if vocab_size is None:
             if tokenizer is None:
@@ -149,15 +156,17 @@ def _load_folder(path: Path):
                 "load the base model and merge." if (path / "adapter_config.json").exists() else "")
         raise ModelLoadError(f"{path} holds no config.json, so it is no saved model.{hint} Save one there with "
                              "model.save_pretrained(folder), or pass a preset name.")
+    raw = None
     try:
-        json.loads(cfg_file.read_text(encoding="utf-8"))
+        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
         config = AutoConfig.from_pretrained(path)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{cfg_file} is broken ({type(e).__name__}: {str(e).splitlines()[0][:200]}): "
-                             "save the model again with model.save_pretrained(folder)") from e
-    except KeyError as e:
-        raise ModelLoadError(f"{cfg_file} names a model type transformers does not know ({e}): upgrade "
-                             "transformers, or fix model_type") from e
+    except Exception as e:  # not JSON, not an object, a field of the wrong type, an unknown model type
+        kind = raw.get("model_type") if isinstance(raw, dict) else None
+        if kind is not None and ("does not recognize" in str(e) or isinstance(e, KeyError)):
+            raise ModelLoadError(f"{cfg_file} names a model type transformers does not know ({kind!r}): upgrade "
+                                 "transformers, or fix model_type") from e
+        raise ModelLoadError(f"{cfg_file} is broken ({type(e).__name__}: {next(iter(str(e).splitlines()), '')[:200]})"
+                             ": save the model again with model.save_pretrained(folder)") from e
     if not any((path / f).is_file() for f in WEIGHT_FILES):
         raise ModelLoadError(f"{path} has a config.json but no weights (expected one of: "
                              f"{', '.join(WEIGHT_FILES[:3])}): copy the weight files there, or save again")
@@ -193,6 +202,8 @@ def lora_targets(model: torch.nn.Module) -> list[str]:
         >>> lora_targets(load("smoke", vocab_size=512).model)
         ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']
     """
+    import torch
+
     out_layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     names = set()
     for full, mod in model.named_modules():

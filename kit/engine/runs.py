@@ -1,9 +1,10 @@
 """Runs: record each training run in a folder, compare runs, sweep settings, write a report.
 
-A run is a folder `<root>/<name>/` (root: `work_root() / "runs"` unless given): `run.json` (status
-"running" | "finished" | "stopped" | "crashed", error, config, data fingerprints, versions, times, checkpoint,
-results; rewritten atomically), `metrics.jsonl` (one line per training read-out or validation pass, appended
-at once), `samples.json` (prompts, the run's answers). A killed process leaves its run "running"."""
+A run is a folder `<root>/<name>/` (root: `work_root() / "runs"` unless given; the name reduced to a safe slug
+that stays inside it): `run.json` (status "running" | "finished" | "stopped" | "failed" (settings refused) |
+"crashed", error, config, data fingerprints, versions, times, checkpoint, results; rewritten atomically),
+`metrics.jsonl` (one line per training read-out or validation pass, appended at once), `samples.json`
+(prompts, the run's answers). A killed process leaves its run "running"."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import itertools
 import json
 import random
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -25,12 +27,22 @@ from pathlib import Path
 
 from .cache import work_root
 from .chat import check_preference
-from .data import write_text_atomic
+from .sanitize import FORMULA_START, safe_cell, slug, unsafe_cell  # noqa: F401 (FORMULA_START: re-exported)
 
 
 def runs_root(root: str | Path | None = None) -> Path:
     """`root`, else `work_root() / "runs"`: the cache's runs folder, or the learner's own beside a read-only cache."""
     return Path(root) if root is not None else work_root() / "runs"
+
+
+def run_folder(name: str, root: str | Path | None = None) -> Path:
+    """`<root>/<slug(name)>`, checked to resolve inside the runs root (a symlink out of it is refused)."""
+    base = runs_root(root)
+    folder = base / slug(name)
+    if not folder.resolve().is_relative_to(base.resolve()):
+        raise ValueError(f"the run folder {folder} resolves outside the runs folder {base} (a link?): give "
+                         "another run name or root")
+    return folder
 
 
 def auto_name(prefix: str) -> str:
@@ -39,6 +51,8 @@ def auto_name(prefix: str) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
+    from .data import write_text_atomic  # here: `import kit.engine.runs` stays light (no tokenizer libraries)
+
     write_text_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False, default=str))  # a crash leaves the old
 
 
@@ -82,7 +96,8 @@ class Run:
 
     def __init__(self, name: str, config=None, datasets: dict | None = None, root: str | Path | None = None,
                  early_stop: tuple[float, float] | None = None, tensorboard: bool = False):
-        self.folder = runs_root(root) / name
+        self.folder = run_folder(name, root)
+        name = self.folder.name
         self.folder.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.jsonl", "samples.json"):  # a run of the same name starts afresh
             (self.folder / stale).unlink(missing_ok=True)
@@ -152,7 +167,12 @@ class Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self.finish("crashed", f"{exc_type.__name__}: {exc}") if exc_type else self.finish()
+        if exc_type is None:
+            self.finish()
+        else:  # a configuration refused before training "failed"; anything else "crashed"
+            from .config import ConfigError
+
+            self.finish("failed" if isinstance(exc, ConfigError) else "crashed", f"{exc_type.__name__}: {exc}")
         return False  # an exception goes on
 
 
@@ -167,8 +187,15 @@ def load_run(folder: str | Path) -> dict:
 
 def list_runs(root: str | Path | None = None) -> list[dict]:
     """Every run under `root`, oldest first."""
-    found = sorted(runs_root(root).glob("*/run.json"))  # by name, then (a stable sort) by start time
-    return sorted((load_run(p.parent) for p in found), key=lambda r: r["started"])
+    found, out = sorted(runs_root(root).glob("*/run.json")), []  # by name, then (a stable sort) by start time
+    for p in found:
+        try:
+            out.append(load_run(p.parent))
+        except (OSError, ValueError) as e:  # a record someone broke: say so, list the others
+            import warnings
+
+            warnings.warn(f"skipping {p}: it cannot be read ({e}); delete the folder or fix the file", stacklevel=2)
+    return sorted(out, key=lambda r: str(r.get("started")))
 
 
 def _info(run) -> dict:
@@ -290,17 +317,18 @@ def random_search(spec: dict, n: int, seed: int = 0) -> list[dict]:
 
 
 def run_name(prefix: str, params: dict) -> str:
-    """A folder-safe name made of the parameters: the same point always gets the same name."""
+    """A folder-safe name made of the parameters: the same point always gets the same name (see `slug`)."""
     parts = [f"{k}={'+'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in params.items()]
-    return re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join([prefix, *parts]))
+    return slug("-".join([prefix, *parts]))
 
 
 def sweep(points: list[dict], run_fn, name: str = "sweep", root: str | Path | None = None, progress: bool = True,
           early_stop: tuple[float, float] | None = (0.3, 0.97)) -> list[dict]:
     """Run `run_fn(params, run) -> results` for each point in turn; it gives `callbacks=[run], stop=run.stop`
     to training. Resumable: a run "finished", or "stopped" by the early-stop rule, is loaded, not redone; a
-    "crashed" one, or one a killed process left "running", is redone. `early_stop`: (after, ratio) of the
-    `hopeless` rule, or None."""
+    "failed" (settings refused) or "crashed" one, or one a killed process left "running", is redone. A point that
+    fails or crashes is recorded with its error and the sweep goes on to the next one. `early_stop`: (after, ratio)
+    of the `hopeless` rule, or None."""
     from tqdm.auto import tqdm
 
     out = []
@@ -309,13 +337,22 @@ def sweep(points: list[dict], run_fn, name: str = "sweep", root: str | Path | No
             rname = run_name(name, params)
             bar.set_postfix_str(rname)
             old = runs_root(root) / rname / "run.json"
-            old = load_run(old.parent) if old.is_file() else {"status": None}
-            if old["status"] == "finished" or (old["status"] == "stopped" and old.get("early_stopped")):
+            try:
+                old = load_run(old.parent) if old.is_file() else {"status": None}
+            except (OSError, ValueError):  # an unreadable record: the run is done again
+                old = {"status": None}
+            if old.get("status") == "finished" or (old.get("status") == "stopped" and old.get("early_stopped")):
                 out.append(old)
                 continue
-            with Run(rname, config=params, root=root, early_stop=early_stop) as run:
-                run.info["params"] = dict(params)  # the sweep point itself, apart from the full config
-                run.log_results(run_fn(dict(params), run) or {})
+            run = Run(rname, config=params, root=root, early_stop=early_stop)
+            try:
+                with run:
+                    run.info["params"] = dict(params)  # the sweep point itself, apart from the full config
+                    run.log_results(run_fn(dict(params), run) or {})
+            except Exception as e:  # recorded by the run ("failed" / "crashed", with the error); next point
+                if progress:
+                    why = next(iter(str(e).splitlines()), "") or type(e).__name__
+                    bar.write(f"{rname}: {run.info['status']}: {why}", file=sys.stderr)
             out.append(_info(run))
     return out
 
@@ -355,14 +392,14 @@ def export_pairs_csv(pairs: list[dict], path: str | Path, blind: bool = False, s
     """Preference pairs as a CSV for a reviewer's spreadsheet: texts to read (prompt, answer_a, answer_b), choice
     ("a", "b", "both_bad" or empty), reason, the exact messages (messages_json). `blind=False`: A is the chosen
     answer, choice "a" (an exact round trip); `blind=True`: A/B in seeded random order, choice left to fill in."""
-    rng, text = random.Random(seed), lambda msgs: "\n\n".join(m["content"] for m in msgs)
+    rng, text = random.Random(seed), lambda msgs: safe_cell("\n\n".join(m["content"] for m in msgs))
     with open(path, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
         out.writerow(["prompt", "answer_a", "answer_b", "choice", "reason", "messages_json"])
         for p in pairs:
             a, b = (p["rejected"], p["chosen"]) if blind and rng.random() < 0.5 else (p["chosen"], p["rejected"])
             user = next((m["content"] for m in reversed(p["prompt"]) if m["role"] == "user"), "")
-            out.writerow([user, text(a), text(b), "" if blind else "a", "",
+            out.writerow([safe_cell(user), text(a), text(b), "" if blind else "a", "",
                           json.dumps({"prompt": p["prompt"], "a": a, "b": b}, ensure_ascii=False)])
     return Path(path)
 
@@ -375,16 +412,20 @@ def import_pairs_csv(path: str | Path) -> ImportedPairs:
     """Labelled rows -> preference pairs; "both_bad", unlabelled and invalid rows are skipped and counted in
     `.skipped`. A row without messages_json is one user message and two one-message answers."""
     pairs, pairs.skipped = ImportedPairs(), Counter()
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's "CSV UTF-8" too
         for row in csv.DictReader(f):
             choice = (row.get("choice") or "").strip().lower().replace(" ", "_")
             if choice not in ("a", "b"):
                 pairs.skipped[{"": "unlabelled", "both_bad": "both_bad"}.get(choice, "invalid")] += 1
                 continue
-            m = json.loads(row["messages_json"]) if row.get("messages_json") else {
-                "prompt": [{"role": "user", "content": row["prompt"]}],
-                **{k: [{"role": "assistant", "content": row[f"answer_{k}"]}] for k in ("a", "b")}}
-            pair = {"prompt": m["prompt"], "chosen": m[choice], "rejected": m["b" if choice == "a" else "a"]}
+            try:
+                m = json.loads(row["messages_json"]) if row.get("messages_json") else {
+                    "prompt": [{"role": "user", "content": unsafe_cell(row["prompt"])}],
+                    **{k: [{"role": "assistant", "content": unsafe_cell(row[f"answer_{k}"])}] for k in ("a", "b")}}
+                pair = {"prompt": m["prompt"], "chosen": m[choice], "rejected": m["b" if choice == "a" else "a"]}
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # a cell a person broke
+                pairs.skipped["invalid"] += 1
+                continue
             if any(p.severity == "error" for p in check_preference(pair)):
                 pairs.skipped["invalid"] += 1
             else:

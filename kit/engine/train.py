@@ -233,13 +233,19 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
     running_loss, running_n = torch.zeros((), device=device), torch.zeros((), device=device)
     broken = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite step not yet reported (CUDA)
     start, split = 0, 1  # split: parts each micro-batch is cut into after an out-of-memory error
-    if resume and checkpoint_dir is not None and (last := checkpoint.latest(checkpoint_dir)) is not None:
+    last = checkpoint.latest(checkpoint_dir) if resume and checkpoint_dir is not None else None
+    if last is not None:
         meta = checkpoint.load(last, model, opt, sched)
         start, hist = meta["step"], History(**meta["history"])
         if ranks.main:  # the saved running sums are global: one rank holds them
             running_loss.fill_(meta["running"][0])
             running_n.fill_(meta["running"][1])
         t0 -= hist.seconds
+        _emit(callbacks, "on_message", {"step": start, "text": f"resuming from step {start} ({last})", "info": True})
+    elif resume:
+        where = f"no complete checkpoint in {checkpoint_dir}" if checkpoint_dir is not None else "no checkpoint_dir"
+        _emit(callbacks, "on_message", {"step": 0, "text": f"nothing to resume, starting fresh ({where})",
+                                        "info": True})
     stream = batches(data, cfg.batch_size, cfg.seed, skip=start * cfg.grad_accum)
     count = getattr(data, "count", None) or (lambda b: int((b["labels"] != IGNORE).sum()))  # loss units
     check_each_step = device.type == "cpu" or cfg.nonfinite == "skip"  # on CUDA a check is a host sync
@@ -383,6 +389,17 @@ class ProgressBar:
         self.bar.set_postfix(loss=f"{ev['loss']:.3f}", tok_s=f"{ev['tokens_per_s']:.0f}", refresh=False)
         self.bar.update(ev["step"] - self.last)
         self.last = ev["step"]
+
+    def on_message(self, ev: dict) -> None:
+        """Print what the run says about itself (resuming or not); its warnings are printed as warnings."""
+        import sys
+
+        if not ev.get("info"):
+            return
+
+        from tqdm.auto import tqdm
+
+        tqdm.write(ev["text"], file=sys.stderr)
 
     def on_end(self, hist: History) -> None:
         if self.bar is not None:

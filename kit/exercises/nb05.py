@@ -11,7 +11,7 @@ Example:
     >>> def should_stop(step, max_steps, loss, first_loss, after=0.3, ratio=0.97):
     ...     return step >= after * max_steps and not loss < ratio * first_loss
     >>> bool(check_should_stop(should_stop))            # doctest: +ELLIPSIS
-    should_stop: 7 of 8 cases passed
+    should_stop: 6 of 8 cases passed
     ...
     False
 """

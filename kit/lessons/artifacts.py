@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.cache import cache_root, entry_key, is_complete, is_writable, read_only_message, sha256, write_entry
+from ..engine.cache import (
+    cache_root,
+    entry_key,
+    is_complete,
+    is_writable,
+    read_only_message,
+    remove_stale_temps,
+    sha256,
+    write_entry,
+)
 from ..engine.config import RUNTIME_FIELDS, to_dict
 from .profiles import Profile, get_profile
 
@@ -71,29 +80,47 @@ def base_entry(profile: Profile) -> Path:
     return cache_root() / "base" / f"{profile.name}-{key}"
 
 
-def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, resume: bool = False,
-               callbacks: Sequence = ()) -> BaseModel:
+def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, resume: bool | None = None,
+               fresh: bool = False, callbacks: Sequence = ()) -> BaseModel:
     """The pre-trained base model of a profile: loaded from the cache, or built (and cached) first.
+
+    An interrupted build leaves its checkpoints; they are never deleted unless `fresh=True`.
 
     Args:
         profile: a Profile, a profile name, or None for the default (`KIT_PROFILE`).
         rebuild: build again even if a complete entry exists.
-        resume: a build continues from the newest checkpoint of an earlier, interrupted build.
+        resume: True: a build continues from the newest checkpoint of an earlier, interrupted build (and says
+            "nothing to resume, starting fresh" when there is none). None (default): the same when such a
+            checkpoint exists (the result is identical to an uninterrupted build). False: refuse to build
+            while such checkpoints exist, unless `fresh=True`.
+        fresh: delete the checkpoints of an interrupted build and start from step 0.
         callbacks: passed to `train()` when a build happens (progress bars, live plots).
+
+    Raises:
+        CheckpointError: `resume=False` and an interrupted build left checkpoints (the message says how to
+            continue it or start over).
     """
     from transformers import AutoModelForCausalLM
 
+    from ..engine.checkpoint import CheckpointError, latest
     from .pretrain import pretrain
 
     profile = get_profile(profile)
     entry = base_entry(profile)
+    remove_stale_temps(entry)  # what a killed build was writing
     if rebuild or not is_complete(entry):
         if not is_writable(cache_root()):
             raise PermissionError(read_only_message(entry, f"python -m kit pretrain --profile {profile.name}"))
         checkpoints = cache_root() / "checkpoints" / entry.name
-        if not resume:
+        if fresh:
             shutil.rmtree(checkpoints, ignore_errors=True)
-        result = pretrain(profile, callbacks=callbacks, checkpoint_dir=checkpoints, resume=resume)
+        last = latest(checkpoints)
+        if resume is False and last is not None:
+            raise CheckpointError(
+                f"an interrupted build left checkpoints in {checkpoints} (the newest is step {int(last.name[5:])}): "
+                "continue it with --resume (resume=True), or delete them and start over with --fresh (fresh=True)")
+        go_on = bool(resume) or (resume is None and last is not None)
+        result = pretrain(profile, callbacks=callbacks, checkpoint_dir=checkpoints, resume=go_on)
 
         def fill(tmp: Path) -> None:
             result.model.save_pretrained(tmp / "model")
@@ -124,6 +151,7 @@ def sft_model(profile: Profile | str | None = None, *, rebuild: bool = False, ca
     profile = get_profile(profile)
     base = base_model(profile)
     entry = cache_root() / "sft" / f"{profile.name}-{entry_key(base.path.name, to_dict(profile.sft), DATA_VERSION)}"
+    remove_stale_temps(entry)
     if rebuild or not is_complete(entry):
         if not is_writable(cache_root()):
             raise PermissionError(read_only_message(entry, f"make class-ready PROFILE={profile.name}"))

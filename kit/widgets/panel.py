@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import html
 import os
 import threading
 import time
@@ -205,10 +206,10 @@ class SFTPanel:
             text += f" · error: {self.error}"
         if self.result is not None and self.result.path is not None:
             text += f" · saved to {self.result.path}"
-        self._w["status"].value = text
+        self._w["status"].value = html.escape(text)
         c = self._curves
         if c["steps"]:
             self._w["plot"].value = png(loss_figure(c["steps"], c["losses"], c["val_steps"], c["val_losses"],
                                                     "fine-tuning loss"))
-        self._w["samples"].value = "<br>".join(self.samples)
+        self._w["samples"].value = "<br>".join(map(html.escape, self.samples))
 

@@ -3,10 +3,12 @@
 Each item is (prompt, answer_1, answer_2), e.g. one question answered by two runs. A seeded coin per
 item decides which answer is shown as A, so the rater cannot tell the runs apart; the stored pair
 names the right one as chosen all the same. `RatingSession` is a plain object (tests and scripted
-reviewers drive it); `RatingWidget` is its ipywidgets skin. After every choice `path` is rewritten
-atomically with all the pairs so far, in the kit's preference format; every decision, with its reason
-("both_bad" included, which makes no pair), goes to `<path stem>.ratings.jsonl`, from which a new
-session on the same path resumes.
+reviewers drive it); `RatingWidget` is its ipywidgets skin. The file of record is
+`<path stem>.ratings.jsonl`: every decision, with its reason ("both_bad" included, which makes no
+pair), rewritten atomically after every choice. `path` holds the pairs derived from it, in the kit's
+preference format; it is written right after the decisions, and written again from them when a
+session opens, so a kill between the two writes leaves it behind only until the next open. A line of
+the decisions file that cannot be read (cut short) is reported with its line, the others are kept.
 
 Example:
     >>> session = RatingSession(list(zip(questions, answers_1, answers_2)), "prefs.jsonl")  # doctest: +SKIP
@@ -20,11 +22,14 @@ import hashlib
 import html
 import json
 import random
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from ..engine.cache import remove_stale_temps
 from ..engine.data import write_jsonl
+from ..engine.lines import read_records
 
 CHOICES = ("a", "b", "both_bad")
 
@@ -48,12 +53,36 @@ class RatingSession:
         rng = random.Random(seed)
         self.swapped = [rng.random() < 0.5 for _ in self.items]  # True: answer_2 is shown as A
         self.ratings: dict[int, dict] = {}  # item index -> {"index", "choice", "winner", "reason"}
+        self.others: list[dict] = []  # saved decisions about items that are not in this session (kept)
+        self.load_problems: list = []  # lines of the decisions file that could not be read
+        remove_stale_temps(self.path)
+        remove_stale_temps(self.log_path)
         if self.log_path.exists():  # resume an earlier session: only decisions about these very items
-            for line in filter(str.strip, self.log_path.read_text(encoding="utf-8").splitlines()):
-                r = json.loads(line)
-                if r["index"] < len(self.items) and r.get("key") == self._key(r["index"]):
-                    self.ratings[r["index"]] = r
+            self._load()
+            write_jsonl(self.path, self.pairs())  # the pairs follow the file of record
         self.index = self._next(0)
+
+    def _load(self) -> None:
+        from ..engine.chat import Problem
+
+        records, self.load_problems = read_records(self.log_path)
+        keys = {self._key(i): i for i in range(len(self.items))}
+        for line, r in records:
+            if not (isinstance(r, dict) and r.get("choice") in CHOICES and r.get("winner") in (None, 1, 2)
+                    and (r["choice"] == "both_bad") == (r["winner"] is None)):
+                self.load_problems.append(Problem(line, "", "error", "not a rating (expected an object with "
+                                                                     "'choice' and 'winner')"))
+                continue
+            key, at = r.get("key"), r.get("index")
+            same = type(at) is int and 0 <= at < len(self.items) and self._key(at) == key
+            i = at if same else keys.get(key) if isinstance(key, str) else None
+            if i is None:
+                self.others.append(r)
+            else:
+                self.ratings[i] = {**r, "index": i}
+        for p in self.load_problems:
+            warnings.warn(f"{self.log_path} line {p.line}: {p.message}; that line is skipped (every other rating "
+                          "is kept) and is left out when the file is next saved", stacklevel=3)
 
     def _key(self, i: int) -> str:
         """A digest of item i (prompt and both answers): a saved decision applies to that item only."""
@@ -111,8 +140,8 @@ class RatingSession:
         return {**{k: c[k] for k in CHOICES}, "unrated": len(self.items) - len(self.ratings)}
 
     def save(self) -> None:
-        """Rewrite the decisions, then the pairs, each atomically (a crash loses no earlier choice)."""
-        write_jsonl(self.log_path, [r for _, r in sorted(self.ratings.items())])
+        """Rewrite the decisions (the file of record), then the pairs derived from them, each atomically."""
+        write_jsonl(self.log_path, [r for _, r in sorted(self.ratings.items())] + self.others)
         write_jsonl(self.path, self.pairs())
 
     def widget(self) -> RatingWidget:

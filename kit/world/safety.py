@@ -345,16 +345,19 @@ def load_redteam(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
+    from ..engine.lines import LineError, iter_lines, parse_json
+
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for i, line, why in iter_lines(path):  # lines end at "\n" only: a prompt may hold any other separator
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict) or "prompt" not in row or row.get("label") not in LABELS:
-            raise ValueError(f"{path}, line {i}: expected an object with 'prompt' and 'label' in {LABELS}")
+            row = parse_json(line)[0] if why is None else None
+        except LineError as e:
+            why = str(e)
+        if why is not None:
+            raise ValueError(f"{path}, line {i}: {why}: fix or delete that line") from None
+        if not (isinstance(row, dict) and isinstance(row.get("prompt"), str) and row.get("label") in LABELS):
+            raise ValueError(f"{path}, line {i}: expected an object with a text 'prompt' and a 'label' in {LABELS}: "
+                             "fix or delete that line")
         rows.append(row)
     return rows
 

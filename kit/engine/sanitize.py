@@ -1,0 +1,45 @@
+"""Text made safe for the systems it goes to: file names and spreadsheet cells.
+
+* `slug(name)`: a run name as a folder name that cannot climb out of its folder (no `/`, no `..`).
+* `safe_cell(text)` / `unsafe_cell(cell)`: a CSV cell no spreadsheet runs as a formula, and back.
+
+Example:
+    >>> slug("../../etc/x y"), safe_cell("=1+1"), unsafe_cell(safe_cell("=1+1"))
+    ('etc_x_y', "'=1+1", '=1+1')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+
+def slug(name: str, limit: int = 120) -> str:
+    """A run name as a safe folder name: letters, digits and `._=+-` only (others become `_`), no leading `._-`,
+    at most `limit` characters (a long name keeps a hash of the whole, so two long names stay apart).
+
+    >>> slug("../../etc/x y")
+    'etc_x_y'
+    """
+    text = re.sub(r"[^A-Za-z0-9._=+-]", "_", str(name)).lstrip("._-") or "run"
+    if len(text) > limit:
+        text = f"{text[:limit - 13]}-{hashlib.sha256(str(name).encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+    return text
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so as a formula
+
+
+def safe_cell(text: str) -> str:
+    """A text as a CSV cell no spreadsheet runs as a formula: one starting with = + - @ (or a tab / carriage
+    return), or with the escape "'" itself, gets a leading "'"; `unsafe_cell` takes it off again.
+
+    >>> safe_cell("=SUM(A1:A9)"), safe_cell("'quoted"), unsafe_cell(safe_cell("'quoted"))
+    ("'=SUM(A1:A9)", "''quoted", "'quoted")
+    """
+    return "'" + text if text.startswith((*FORMULA_START, "'")) else text
+
+
+def unsafe_cell(text: str) -> str:
+    """The text `safe_cell` was given."""
+    return text[1:] if text.startswith("'") else text
