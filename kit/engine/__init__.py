@@ -3,5 +3,6 @@
 models (load any model + tokenizer, LoRA) · tokenizer (BPE training, pad and end-of-turn tokens) ·
 chat (format checks, render + loss mask for any template) · data (load, validate, statistics) ·
 packing (rows for SFT) · train (the one loop) · checkpoint · distributed · sft (`finetune`) · dpo ·
-evaluation and metrics · generate · runs (records, sweeps, reports) · cache · plots · config.
+evaluation and metrics · stats (intervals and paired tests) · generate · runs (records, sweeps, reports) ·
+cache · plots · config.
 """

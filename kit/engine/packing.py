@@ -34,8 +34,8 @@ def labels_for(r: Rendered) -> list[int]:
 class PackedChat:
     """Rendered conversations packed greedily into rows of `seq_len` tokens (first fit, seeded order).
 
-    `kinds` (optional, one per conversation) names where each came from, e.g. "chat" or "replay";
-    `collate` then adds a per-token `kind` tensor so a loss can be split by kind (`loss_by_kind`).
+    `kinds` (optional, one per conversation) says where each came from: 0 chat, 1 replay;
+    `collate` adds a per-token `kind` tensor so a loss can be split by kind (`kit.engine.sft.KindLoss`).
     """
 
     def __init__(self, rendered: list[Rendered], seq_len: int, pad_id: int, seed: int = 0,
@@ -112,6 +112,7 @@ class PackedChat:
         return {"input_ids": torch.stack([it["input_ids"] for it in items]),
                 "labels": torch.stack([it["labels"] for it in items]),
                 "position_ids": torch.stack([it["position_ids"] for it in items]),
+                "kind": torch.stack([it["kind"] for it in items]),  # (B, T): 0 chat, 1 replay (for `loss_by_kind`)
                 "attention_mask": (same & causal)[:, None]}  # (B, 1, T, T), True = may attend
 
     def kinds(self, i: int) -> torch.Tensor:
