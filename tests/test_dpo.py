@@ -5,10 +5,9 @@ import math
 import pytest
 import torch
 
-from kit.engine.config import ModelConfig
+from kit.engine.config import DPOConfig, ModelConfig
 from kit.engine.dpo import DPOObjective, PairRows, dpo, dpo_loss, sequence_logps
 from kit.engine.models import add_lora, create
-from kit.engine.config import DPOConfig
 from kit.world.safety import preference_pairs
 
 TINY = ModelConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=2, intermediate_size=64, max_seq_len=128)
