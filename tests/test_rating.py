@@ -105,3 +105,18 @@ def test_saved_choices_apply_only_to_the_same_items(tmp_path):
     changed = RatingSession([("Capital of Peru?", "Lima, of course.", "Quito.")], path)  # new answers
     assert same.done and same.counts()["unrated"] == 0
     assert not changed.done and changed.counts()["unrated"] == 1
+
+
+def test_noisy_reviewer_errs_on_about_its_share_of_decisions():
+    from kit.widgets.rating import fact_judge
+
+    expected = {f"q{i}": "Lima" for i in range(400)}
+    honest, noisy, always = fact_judge(expected), fact_judge(expected, noise=0.3, seed=1), fact_judge(expected, 1.0)
+    shown = [(f"q{i}", "It is Lima.", "It is Cusco.") for i in range(400)]
+    assert {honest(*s) for s in shown} == {"a"} and {always(*s) for s in shown} == {"b"}
+    flipped = sum(noisy(*s) == "b" for s in shown) / len(shown)
+    assert 0.22 < flipped < 0.38
+    assert always("q1", "Lima", "Lima.") is None  # both right: still no preference
+    assert always("q1", "Cusco", "Quito") in ("a", "b")  # both wrong: a random pick instead of both_bad
+    with pytest.raises(ValueError, match="noise must be"):
+        fact_judge(expected, noise=1.5)
