@@ -198,8 +198,9 @@ def test_chat_and_replay_losses_are_kept_apart(tok):
     model = load("smoke", tokenizer=tok, seed=0).model
     objective = KindLoss()
     loss, n = objective(model, batch)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   position_ids=batch["position_ids"]).logits
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=batch["position_ids"]).logits
     per_token = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(),
                                                   ignore_index=IGNORE, reduction="none")
     labelled = batch["labels"].flatten() != IGNORE

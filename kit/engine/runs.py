@@ -230,14 +230,17 @@ def compare_table(runs, keys=None, html: bool = False, all_keys: bool = False) -
 
 
 def loss_figure(runs, title: str = "training (solid) and validation (dashed) loss"):
-    """Overlaid loss curves of the runs (a matplotlib Figure made without pyplot: safe on any backend)."""
+    """Overlaid loss curves of the runs (a matplotlib Figure made without pyplot: safe on any backend). The
+    training curve is the chat tokens' loss where a run logged one (`chat_loss`), so that it compares with the
+    validation loss; else the loss it logged."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 3.6))
     ax = fig.subplots()
     for run in runs:
         name, events, colour = _info(run)["name"], metrics(run), None
-        steps = [(e["step"], e["loss"]) for e in events if e["event"] == "step"]
+        steps = [(e["step"], e["chat_loss"] if e.get("chat_loss") is not None else e["loss"])
+                 for e in events if e["event"] == "step"]
         vals = [(e["step"], e["val_loss"]) for e in events if e["event"] == "eval"]
         if steps:
             colour = ax.plot(*zip(*steps), label=name)[0].get_color()
