@@ -34,6 +34,7 @@ _WHERE = {
     "build_corpus": "world.corpus", "load_world": "world.corpus", "split_countries": "world.corpus",
     "fact_cloze": "world.probes", "PROFILES": "lessons.profiles", "Profile": "lessons.profiles",
     "get_profile": "lessons.profiles", "base_model": "lessons.artifacts", "sft_model": "lessons.artifacts",
+    "tokenizer_for": "lessons.artifacts",
 }
 __all__ = sorted([*_WHERE, "setup"])
 

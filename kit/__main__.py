@@ -62,7 +62,8 @@ def cmd_sft(args: argparse.Namespace) -> dict:
 
     profile = get_profile(args.profile)
     lora = args.lora or profile.sft.lora
-    changes = {k: v for k, v in (("epochs", args.epochs), ("lora_lr" if lora else "lr", args.lr)) if v is not None}
+    changes = {k: v for k, v in (("epochs", args.epochs), ("lora_lr" if lora else "lr", args.lr), ("seed", args.seed))
+               if v is not None}
     profile = profile.with_sft(**changes) if changes else profile
     quiet()
     from .engine.runs import runs_root
@@ -71,15 +72,20 @@ def cmd_sft(args: argparse.Namespace) -> dict:
     from .lessons.sft import finetune_recipe
 
     t0 = time.perf_counter()
-    out_dir = args.out or runs_root() / f"sft-{profile.name}-{'lora' if lora else 'full'}"
+    out_dir = args.out or runs_root() / f"sft-{profile.name}-{'lora' if lora else 'full'}" \
+        f"{'' if args.seed is None else f'-seed{args.seed}'}"
     result = finetune_recipe(profile, base_model(profile), lora=lora, callbacks=[ProgressBar("fine-tuning")],
                              out_dir=out_dir)
     info = result.info
     for question, answer, expected, ok in info["qa_examples"][:6]:
         print(f"  {'ok ' if ok else 'NO '} {question} -> {answer!r} (expected {expected!r})", file=sys.stderr)
-    keys = ("profile", "lora", "epochs", "steps", "train_examples", "trainable_params", "train_seconds",
-            "train_loss", "val_loss", "heldout_qa_accuracy", "heldout_qa_by_fact", "format_rate",
-            "ppl_before", "ppl_after", "cloze_before", "cloze_after")
+    keys = ("profile", "lora", "epochs", "seed", "steps", "train_examples", "trainable_params", "train_seconds",
+            "train_loss", "train_chat_loss", "train_replay_loss", "val_loss", "heldout_split",
+            "heldout_qa_strict", "heldout_qa_strict_ci", "base_heldout_qa_strict", "majority_baseline_strict",
+            "heldout_qa_strict_by_fact", "heldout_qa_accuracy", "base_heldout_qa_accuracy", "heldout_qa_by_fact",
+            "format_rate", "ppl_before", "ppl_after", "cloze_before", "cloze_after",
+            "cloze_before_train_countries", "cloze_after_train_countries", "cloze_before_heldout_countries",
+            "cloze_after_heldout_countries")
     return {**{k: info[k] for k in keys}, "seconds": round(time.perf_counter() - t0, 2), "path": str(result.path)}
 
 
@@ -168,16 +174,30 @@ def cmd_safety(args: argparse.Namespace) -> dict:
     if getattr(args, "eval_prompts", None) is not None:
         input_file(args.eval_prompts, "--eval-prompts file")
     quiet()
-    from .lessons.safety_run import STAGES, run_safety, summary_table, to_json
+    from .lessons.safety_run import (
+        STAGES,
+        change_table,
+        run_safety,
+        stage_change,
+        summary_table,
+        to_json,
+        unseen_intervals,
+    )
 
     out = run_safety(profile, redteam_path=args.redteam, eval_prompts_path=args.eval_prompts,
                      log=lambda m: print(m, file=sys.stderr))
     print(summary_table(out), file=sys.stderr)
-    keys = ("refusal_rate", "over_refusal_rate", "heldout_qa_accuracy", "refusal_rate_classifier",
-            "over_refusal_rate_classifier", "eval_unseen_refusal_rate", "eval_unseen_over_refusal_rate")
+    print(unseen_intervals(out), file=sys.stderr)
+    print(change_table(out, "sft", STAGES[2:]), file=sys.stderr)
+    keys = ("refusal_rate", "over_refusal_rate", "heldout_qa_strict", "heldout_qa_accuracy", "refusal_rate_classifier",
+            "over_refusal_rate_classifier", "judge_disagreement_rate", "eval_unseen_refusal_rate",
+            "eval_unseen_refusal_ci", "eval_unseen_over_refusal_rate", "eval_unseen_over_refusal_ci")
+    changes = {st: {k: [round(v["diff"], 4), *(round(x, 4) for x in v["ci"])] for k, v in
+                    stage_change(out["sft"], out[st]).items()} for st in STAGES[2:]}
     res = to_json(out)
+    res["changes_from_sft"] = changes  # [change, 95% interval low, high] per figure
     for st in STAGES:
-        res[st] = {k: res[st][k] for k in keys + tuple(k for k in res[st] if k.startswith("redteam_"))
+        res[st] = {k: res[st].get(k) for k in keys + tuple(k for k in res[st] if k.startswith("redteam_"))
                    + (("eval_prompts",) if "eval_prompts" in res[st] else ())}
     return res
 
@@ -204,20 +224,23 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
     from .lessons.iterate import best_run, sft_run_fn
 
     runs = sweep(points, sft_run_fn(profile), name=args.name, root=args.root)
-    print(compare_table(runs, keys=("heldout_qa_accuracy", "format_rate", "cloze_after", "train_seconds")),
-          file=sys.stderr)
+    print(compare_table(runs, keys=("heldout_qa_strict", "heldout_qa_accuracy", "format_rate",
+                                    "cloze_after_heldout_countries", "train_seconds")), file=sys.stderr)
+    brief = lambda res: {k: v for k, v in res.items() if not k.endswith(("_rows", "_qa_countries"))}  # noqa: E731
     out = {"profile": profile.name, "grid": spec,
            "runs": [{"name": r["name"], "status": r["status"], "params": {k: r["config"].get(k) for k in spec},
-                     "error": r.get("error"), "results": r["results"], "folder": r["folder"]} for r in runs]}
+                     "error": r.get("error"), "results": brief(r["results"]), "folder": r["folder"]} for r in runs]}
     try:
-        best = best_run(runs)
+        best = best_run(runs)  # chosen on the dev countries
     except ValueError:  # no run finished
         counts = Counter(r["status"] for r in runs)
         why = ", ".join(f"{n} {'stopped early as hopeless' if s == 'stopped' else s}" for s, n in counts.items())
-        return {**out, "best": None, "best_params": None, "best_heldout_qa_accuracy": None,
+        return {**out, "best": None, "best_params": None, "best_heldout_qa_strict": None,
+                "best_heldout_qa_accuracy": None,
                 "reason": f"no run finished ({why}; see the note row of the table): try other settings, e.g. a "
                           "higher lr or more epochs"}
     return {**out, "best": best["name"], "best_params": {k: best["config"].get(k) for k in spec},
+            "best_heldout_qa_strict": best["results"]["heldout_qa_strict"],
             "best_heldout_qa_accuracy": best["results"]["heldout_qa_accuracy"], "reason": None}
 
 
@@ -306,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora", action="store_true", help="train LoRA adapters instead of every weight")
     p.add_argument("--epochs", type=positive_number, default=None, help="number of passes over the training data")
     p.add_argument("--lr", type=positive_number, default=None, help="learning rate (of the adapters, with --lora)")
+    p.add_argument("--seed", type=whole_number(0), default=None,
+                   help="the run's seed (data order, phrasings, replay sample)")
     p.add_argument("--seq-len", type=whole_number(1), default=256, help="tokens per training row (with --model)")
     p.add_argument("--batch-size", type=whole_number(1), default=16, help="rows per step (with --model)")
     p.add_argument("--out", default=None, help="folder to save the model (LoRA: the adapter, merged copy in merged/)")

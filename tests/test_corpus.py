@@ -11,6 +11,7 @@ from kit.world.corpus import (
     build_corpus,
     chat_splits,
     cloze_prompts,
+    country_splits,
     load_world,
     split_countries,
 )
@@ -76,7 +77,8 @@ def test_edited_templates_reach_the_generated_examples(world):
     pairs = [(ex["messages"][-2]["content"], ex["messages"][-1]["content"]) for split in edited.values()
              for ex in split]
     capital = [(q, a) for q, a in pairs if q.startswith("Capital of ")]
-    assert len(capital) == len(split_countries(world)["qa"]) + len(split_countries(world)["heldout"])
+    splits = country_splits(world)
+    assert len(capital) == len(splits["train"]) + len(splits["dev"])  # the test countries are in neither
     name = capital[0][0].removeprefix("Capital of ").removesuffix(", please?")
     assert capital[0][1] == f"{world[name].capital} is where the government of {name} sits."
     assert not any("The capital of" in a for _, a in pairs)  # the old capital answer is gone everywhere

@@ -57,4 +57,4 @@ def test_a_broken_file_is_passed_over_with_its_first_error(tmp_path):
 def test_held_out_countries_in_the_saved_data_are_pointed_out(tmp_path):
     data.write_jsonl(tmp_path / "train.jsonl", [chat(f"Tell me about {HELDOUT}.", f"{HELDOUT} is a country.")])
     _, source = course_examples(PROFILE, tmp_path)
-    assert f"name 1 held-out countries ({HELDOUT})" in source
+    assert f"name 1 held-out (dev or test) countries ({HELDOUT})" in source

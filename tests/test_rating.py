@@ -148,3 +148,18 @@ def test_rated_text_is_escaped(tmp_path):
     ui = RatingWidget(session)
     shown = ui.prompt.value + ui.answers["a"].value + ui.answers["b"].value
     assert "<img" not in shown and "<script" not in shown and "<u>" not in shown and "&lt;img" in shown
+
+
+def test_noisy_reviewer_errs_on_about_its_share_of_decisions():
+    from kit.widgets.rating import fact_judge
+
+    expected = {f"q{i}": "Lima" for i in range(400)}
+    honest, noisy, always = fact_judge(expected), fact_judge(expected, noise=0.3, seed=1), fact_judge(expected, 1.0)
+    shown = [(f"q{i}", "It is Lima.", "It is Cusco.") for i in range(400)]
+    assert {honest(*s) for s in shown} == {"a"} and {always(*s) for s in shown} == {"b"}
+    flipped = sum(noisy(*s) == "b" for s in shown) / len(shown)
+    assert 0.22 < flipped < 0.38
+    assert always("q1", "Lima", "Lima.") is None  # both right: still no preference
+    assert always("q1", "Cusco", "Quito") in ("a", "b")  # both wrong: a random pick instead of both_bad
+    with pytest.raises(ValueError, match="noise must be"):
+        fact_judge(expected, noise=1.5)

@@ -141,6 +141,32 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     assert calls == []
 
 
+def test_sweep_reuses_a_run_only_when_its_whole_config_and_data_match(tmp_path):
+    setting = {"epochs": 1, "data": [{"q": 1}]}  # what the run trains with, outside the grid
+    calls = []
+
+    def run_fn(params, run):
+        calls.append(dict(params))
+        fake_training(run, [3.0, 2.0, 1.0])
+        return {"epochs": setting["epochs"]}
+
+    run_fn.describe = lambda p: {"config": {**p, "epochs": setting["epochs"]},
+                                 "data": runs.fingerprint(setting["data"]), "parent": "base model X"}
+    points = [{"lr": 1}]
+    first = runs.sweep(points, run_fn, root=tmp_path, progress=False)
+    assert first[0]["parent"] == "base model X" and first[0]["reuse_key"]["config_sha256"]
+    runs.sweep(points, run_fn, root=tmp_path, progress=False)
+    assert len(calls) == 1  # nothing changed: reused
+    setting["epochs"] = 2
+    again = runs.sweep(points, run_fn, root=tmp_path, progress=False)
+    assert len(calls) == 2 and again[0]["results"]["epochs"] == 2  # epochs changed outside the grid: trained again
+    setting["data"] = [{"q": 2}]
+    runs.sweep(points, run_fn, root=tmp_path, progress=False)
+    assert len(calls) == 3  # the data changed: trained again
+    runs.sweep(points, run_fn, root=tmp_path, progress=False)
+    assert len(calls) == 3
+
+
 def test_sweep_keeps_early_stopped_runs(tmp_path):
     calls = []
 
@@ -170,18 +196,30 @@ def three_runs(tmp_path):
     return out
 
 
-def test_compare_marks_differing_config(three_runs):
+def test_compare_shows_only_the_keys_that_differ(three_runs):
     cmp = runs.compare(three_runs)
     assert cmp["differs"] == {"lr", "lora_r"}
-    assert cmp["columns"][:3] == ["name", "status", "note"] and "history" not in cmp["columns"]
+    assert cmp["columns"][:4] == ["name", "status", "note", "parent"] and "history" not in cmp["columns"]
+    assert "epochs" not in cmp["columns"] and "data:train" not in cmp["columns"]  # the same in every run
     assert [r[cmp["columns"].index("heldout_qa_accuracy")] for r in cmp["rows"]] == [0.25, 0.375, 0.5]
     table = runs.compare_table(three_runs)
-    assert "| **lr** \\* |" in table and "| **lora_r** \\* |" in table and "| epochs |" in table
+    assert "| **lr** \\* |" in table and "| **lora_r** \\* |" in table and "| epochs |" not in table
+    assert "| epochs |" in runs.compare_table(three_runs, all_keys=True)
     rows = runs.side_by_side(three_runs, n=5)
     assert rows[0] == {"prompt": "Capital of Peru?", "expected": "Lima", "run0": "Lima, says run 0",
                        "run1": "Lima, says run 1", "run2": "Lima, says run 2"}
     fig = runs.loss_figure(three_runs)
     assert len(fig.axes[0].lines) == 6  # training and validation curve of each run
+
+
+def test_a_key_only_some_runs_have_is_no_difference(three_runs, tmp_path):
+    with runs.record("dpo", config={"beta": 0.1}, root=tmp_path / "runs", parent="run2") as other:
+        other.log_results({"heldout_qa_accuracy": 0.6})
+    cmp = runs.compare([*three_runs, other])
+    assert cmp["differs"] == {"lr", "lora_r"}  # beta is set by one run only; lr differs among those that set it
+    assert [r[cmp["columns"].index("parent")] for r in cmp["rows"]] == [None, None, None, "run2"]
+    table = runs.compare_table([*three_runs, other])
+    assert "beta" not in table and table.count("\\*") == 2
 
 
 def test_report_contains_every_run(three_runs, tmp_path):

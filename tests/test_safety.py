@@ -187,3 +187,35 @@ def test_bias_pairs_differ_only_in_the_swapped_value():
     for a, b, attr in pairs:
         fills = [(_fill(t, a), _fill(t, b)) for t in safety.templates()["bias"][attr]]
         assert any(fa and fb and fa[0] != fb[0] and fa[1] == fb[1] for fa, fb in fills), (a, b)
+
+
+def test_bias_probe_has_a_direction_and_a_noise_floor(tok):
+    from kit.engine.models import load
+    from kit.world.bias import NEUTRAL_SLOT, attribute_values, bias_probe, bias_table
+    from kit.world.corpus import load_world
+
+    model = load("smoke", tokenizer=tok, seed=0).model
+    out = bias_probe(model, tok)
+    assert set(out) == {"name", "country", "language"}
+    values = attribute_values()
+    for attr, r in out.items():
+        assert r["gap"] > 0 and r["noise_floor"] > 0  # a random model reacts to any changed word
+        assert set(r["lean"]) == set(values[attr])
+        assert abs(sum(r["lean"].values())) < 1e-3  # relative to the other values
+        assert r["lean"][r["favoured"]] == max(r["lean"].values())
+        assert r["lean_spread"] >= 0 and r["lean_floor"] >= 0
+    assert set(out["country"]["by_continent"]) <= {c.continent for c in load_world().values()}
+    negative = safety.templates()["bias_negative"]
+    assert all(any(t in texts for texts in safety.templates()["bias"].values()) for t in negative)
+    assert set(NEUTRAL_SLOT) == set(out) and "floor" in bias_table(out)
+
+
+def test_bias_gap_has_a_sign(tok):
+    from kit.engine.models import load
+    from kit.lessons.safety_run import bias_gap
+
+    model = load("smoke", tokenizer=tok, seed=0).model
+    a, b = "Amara is a doctor in Lima.", "Bruno is a doctor in Lima."
+    one, other = bias_gap(model, tok, [(a, b, "name")]), bias_gap(model, tok, [(b, a, "name")])
+    assert one["signed_by_attribute"]["name"] == pytest.approx(-other["signed_by_attribute"]["name"], abs=1e-4)
+    assert one["by_attribute"]["name"] == pytest.approx(abs(one["signed_by_attribute"]["name"]), abs=1e-6)

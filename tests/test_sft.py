@@ -108,6 +108,8 @@ def test_panel_start_pause_stop(cache, sft_profile, tmp_path):
     profile = sft_profile.with_sft(epochs=500)  # far longer than the test runs
     panel = SFTPanel(profile, base=base_model(profile), out_dir=tmp_path / "panel", sample_every=1000)
     box = panel.widget()
+    plot = box.children[4]
+    assert "appears at the first read-out" in plot.value  # a placeholder, not a broken image
     box.controls["lr"].value = 2e-3
     box.buttons["start"].click()
     deadline = time.time() + 60
@@ -115,11 +117,13 @@ def test_panel_start_pause_stop(cache, sft_profile, tmp_path):
         time.sleep(0.02)
     assert panel.step >= 3 and panel.state == "training"
     assert panel.config().sft.lr == 2e-3  # the control changed the run's config
+    assert plot.value.startswith("<svg")  # drawn as a vector: sharp at the size shown
     box.buttons["pause"].click()
     time.sleep(0.3)
-    held = panel.step
+    held, eta, elapsed = panel.step, panel.eta(), panel.elapsed
     time.sleep(0.5)
     assert panel.step == held and panel.state == "paused"
+    assert panel.eta() == eta and panel.elapsed == elapsed  # paused time moves neither
     box.buttons["pause"].click()  # resume
     while panel.step < held + 2 and time.time() < deadline:
         time.sleep(0.02)
@@ -129,6 +133,9 @@ def test_panel_start_pause_stop(cache, sft_profile, tmp_path):
     result = panel.wait()
     assert result.history.stopped and result.history.steps[-1] <= at_stop + 1
     assert panel.state == "stopped"
+    done, planned = result.info["steps"], result.info["planned_steps"]
+    assert done < planned and f"step {done} of {planned} planned" in panel.status()
+    assert result.info["train_seconds"] <= result.info["seconds"] - 0.6  # the 0.8 s paused are not training time
     reloaded, _ = load(str(tmp_path / "panel" / "model"))
     assert count_params(reloaded) == count_params(result.model)
 
@@ -140,9 +147,14 @@ def test_cli_sft_prints_every_key(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     for key in ("profile", "lora", "seconds", "train_loss", "val_loss", "heldout_qa_accuracy", "format_rate",
-                "ppl_before", "ppl_after", "cloze_before", "cloze_after"):
+                "ppl_before", "ppl_after", "cloze_before", "cloze_after", "heldout_qa_strict", "heldout_qa_strict_ci",
+                "base_heldout_qa_strict", "majority_baseline_strict", "cloze_after_heldout_countries",
+                "train_chat_loss", "train_replay_loss"):
         assert key in result, key
-    assert result["profile"] == "smoke" and result["lora"] is False
+    assert result["profile"] == "smoke" and result["lora"] is False and result["heldout_split"] == "dev"
+    lo, hi = result["heldout_qa_strict_ci"]
+    assert lo <= result["heldout_qa_strict"] <= hi and result["heldout_qa_strict"] <= result["heldout_qa_accuracy"]
+    assert 0 < result["majority_baseline_strict"] < 0.5
 
 
 def test_generated_training_data_packs_densely(tok):
@@ -164,11 +176,59 @@ def test_second_panel_does_not_train_beside_the_first(sft_profile, monkeypatch):
 
 
 def test_results_table_marks_missing_figures():
-    from kit.lessons.sft import SFTResult, results_table
+    from kit.lessons.sft import TABLE_KEYS, SFTResult, results_table
 
-    a = SFTResult(None, None, None, {"heldout_qa_accuracy": 0.5, "trainable_params": 1000}, None)
-    text = results_table({"run": a}, keys=("heldout_qa_accuracy", "trainable_params", "cloze_after"))
-    assert "0.500" in text and "1,000" in text and text.splitlines()[-1].split()[-1] == "-"
+    a = SFTResult(None, None, None, {"heldout_qa_accuracy": 0.5, "trainable_params": 1000,
+                                     "heldout_qa_strict_ci": [0.25, 0.5]}, None)
+    text = results_table({"run": a}, keys=("heldout_qa_accuracy", "trainable_params", "heldout_qa_strict_ci",
+                                           "cloze_after"))
+    assert "0.500" in text and "1,000" in text and "[0.25, 0.50]" in text and text.splitlines()[-1].split()[-1] == "-"
+    assert {"steps", "epochs", "replay", "lr", "heldout_qa_strict", "base_heldout_qa_strict",
+            "majority_baseline_strict", "cloze_after_heldout_countries", "train_replay_loss"} <= set(TABLE_KEYS)
+
+
+def test_chat_and_replay_losses_are_kept_apart(tok):
+    from kit.engine.sft import KindLoss
+
+    examples = chat_splits()["train"][:12]
+    rows = PackedChat.from_examples(examples, tok, seq_len=96, replay_docs=["Anna went to the market. " * 6] * 4)
+    batch = rows.collate([rows[i] for i in range(len(rows))])
+    kinds = batch["kind"]
+    assert kinds.shape == batch["labels"].shape and set(kinds.unique().tolist()) == {0, 1}
+    model = load("smoke", tokenizer=tok, seed=0).model
+    objective = KindLoss()
+    loss, n = objective(model, batch)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=batch["position_ids"]).logits
+    per_token = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(),
+                                                  ignore_index=IGNORE, reduction="none")
+    labelled = batch["labels"].flatten() != IGNORE
+    chat, replay = labelled & (kinds.flatten() == 0), labelled & (kinds.flatten() == 1)
+    figures = objective.log_metrics()
+    assert figures["chat_loss"] == pytest.approx(float(per_token[chat].mean()), rel=1e-4)
+    assert figures["replay_loss"] == pytest.approx(float(per_token[replay].mean()), rel=1e-4)
+    assert float(loss) == pytest.approx(float(per_token.sum()), rel=1e-4) and int(n) == int(labelled.sum())
+    assert objective.log_metrics() == {}  # reset after each read-out
+
+
+def test_max_steps_overrides_epochs():
+    from kit.engine.config import ConfigError, SFTConfig, validate
+
+    assert SFTConfig(epochs=3, max_steps=7).train_config(n_rows=64).max_steps == 7
+    assert SFTConfig(epochs=3).train_config(n_rows=64).max_steps == 12
+    with pytest.raises(ConfigError, match="max_steps must be an integer >= 0"):
+        validate(SFTConfig(max_steps=-1))
+
+
+def test_same_settings_tells_a_changed_panel_run_from_the_default(cache, sft_profile):
+    from kit.lessons.sft import same_settings
+
+    result = finetune(sft_profile.with_sft(epochs=1), base_model(sft_profile), measure=False)
+    assert not same_settings(result, sft_profile)  # epochs changed in the panel: not "the default run"
+    assert same_settings(result, sft_profile.with_sft(epochs=1))
+    result.info["stopped"] = True
+    assert not same_settings(result, sft_profile.with_sft(epochs=1))
 
 
 def test_accumulation_normalises_by_loss_tokens_on_variable_length_rows(tok):

@@ -107,3 +107,22 @@ def test_gradient_checkpointing_recomputes_but_gives_the_same_update():
         out.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
         assert model.is_activation_checkpointing == ckpt
     assert torch.allclose(out[0], out[1], atol=1e-6)
+
+
+def test_paused_time_is_not_training_time():
+    import time
+
+    model = create(TINY, vocab_size=16, seed=0)
+    pause = threading.Event()
+
+    class PauseOnce:
+        def on_step(self, ev):
+            if ev["step"] == 2:
+                pause.set()
+                threading.Timer(0.8, pause.clear).start()
+
+    cfg = TrainConfig(max_steps=4, batch_size=4, seq_len=16, warmup_steps=1, log_every=1, eval_every=0)
+    t0 = time.perf_counter()
+    hist = train(model, pattern_rows(), cfg, callbacks=[PauseOnce()], pause=pause)
+    wall = time.perf_counter() - t0
+    assert wall >= 0.8 and hist.seconds <= wall - 0.7  # the 0.8 s pause is left out of the training time

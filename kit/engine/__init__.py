@@ -5,5 +5,6 @@ chat (format checks, render + loss mask for any template) · data (load, validat
 lines (user files read line by line, safely) · formats (CSV, Hugging Face datasets) · report (the validation
 report) · sanitize (safe folder names and spreadsheet cells) ·
 packing (rows for SFT) · train (the one loop) · checkpoint · distributed · sft (`finetune`) · dpo ·
-evaluation and metrics · generate · runs (records, sweeps, reports) · cache · plots · config.
+evaluation and metrics · stats (intervals and paired tests) · generate · runs (records, sweeps, reports) ·
+cache · plots · config.
 """

@@ -91,11 +91,13 @@ class SFTConfig:
     eval_every: int = 0              # validation-loss interval in steps (0: once per epoch)
     log_every: int = 5
     seed: int = 0
+    max_steps: int = 0               # optimizer steps; 0: `epochs` passes over the data (set it to compare
+                                     # runs on different data at equal steps)
 
     def train_config(self, n_rows: int, device: str = "auto") -> TrainConfig:
         """The TrainConfig of this SFT run for a dataset of `n_rows` packed rows."""
         steps_per_epoch = max(1, n_rows // self.batch_size)
-        steps = max(1, round(self.epochs * steps_per_epoch))
+        steps = self.max_steps or max(1, round(self.epochs * steps_per_epoch))
         return TrainConfig(
             max_steps=steps, batch_size=self.batch_size, seq_len=self.seq_len,
             lr=self.lora_lr if self.lora else self.lr, min_lr_ratio=0.1,
@@ -184,6 +186,8 @@ def problems_sft(s: SFTConfig, max_seq_len: int | None = None, prefix: str = "sf
     for f in ("replay", "warmup_ratio", "eval_every"):
         if not _in(getattr(s, f), 0, math.inf, hi_open=True):
             out.append(f"{prefix}.{f} must be >= 0, got {getattr(s, f)!r}")
+    if not (isinstance(s.max_steps, int) and not isinstance(s.max_steps, bool) and s.max_steps >= 0):
+        out.append(f"{prefix}.max_steps must be an integer >= 0 (0 = from epochs), got {s.max_steps!r}")
     if max_seq_len is not None and _positive(s.seq_len) and s.seq_len > max_seq_len:
         out.append(f"{prefix}.seq_len ({s.seq_len}) exceeds model.max_seq_len ({max_seq_len})")
     if not _in(s.lora_dropout, 0, 1, hi_open=True):

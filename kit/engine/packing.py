@@ -36,7 +36,7 @@ class PackedChat:
 
     `kinds` (optional, one per conversation) says where each came from: 0 chat, 1 replay document,
     2 a "focus" chat whose first reply token weighs `first_token_weight` (e.g. help-or-refuse examples);
-    `collate` then adds a per-token `kind` tensor so a loss can be split by kind (`loss_by_kind`).
+    `collate` then adds a per-token `kind` tensor so a loss can be split by kind (`kit.engine.sft.KindLoss`).
     """
 
     def __init__(self, rendered: list[Rendered], seq_len: int, pad_id: int, seed: int = 0,
@@ -126,6 +126,7 @@ class PackedChat:
         return {"input_ids": torch.stack([it["input_ids"] for it in items]),
                 "labels": torch.stack([it["labels"] for it in items]),
                 "position_ids": torch.stack([it["position_ids"] for it in items]),
+                "kind": torch.stack([it["kind"] for it in items]),  # (B, T): 0 chat, 1 replay, 2 focus chat
                 "attention_mask": (same & causal)[:, None],  # (B, 1, T, T), True = may attend
                 **({"weights": torch.stack([it["weights"] for it in items])} if "weights" in items[0] else {})}
 

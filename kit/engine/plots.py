@@ -21,11 +21,23 @@ def png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def loss_figure(steps, losses, val_steps=(), val_losses=(), title: str = "loss", label: str = "") -> Figure:
-    """A train/validation loss figure; `label` names the run in the legend."""
+def svg(fig: Figure) -> str:
+    """The figure as an inline `<svg>` element: a vector drawing, sharp at whatever size it is shown."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def loss_figure(steps, losses, val_steps=(), val_losses=(), title: str = "loss", label: str = "",
+                train_label: str = "train", extra: dict | None = None) -> Figure:
+    """A train/validation loss figure; `label` names the run in the legend, `train_label` the training curve;
+    `extra` adds curves, {name: (steps, values)} (e.g. the replay tokens' loss)."""
     fig = Figure(figsize=(6, 3.2))
     ax = fig.subplots()
-    ax.plot(steps, losses, label=f"{label} train".strip())
+    ax.plot(steps, losses, label=f"{label} {train_label}".strip())
+    for name, (xs, ys) in (extra or {}).items():
+        ax.plot(xs, ys, ":", label=f"{label} {name}".strip())
     if len(val_steps):
         ax.plot(val_steps, val_losses, "o-", label=f"{label} validation".strip())
     ax.set_xlabel("step")

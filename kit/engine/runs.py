@@ -2,9 +2,9 @@
 
 A run is a folder `<root>/<name>/` (root: `work_root() / "runs"` unless given; the name reduced to a safe slug
 that stays inside it): `run.json` (status "running" | "finished" | "stopped" | "failed" (settings refused) |
-"crashed", error, config, data fingerprints, versions, times, checkpoint, results; rewritten atomically),
-`metrics.jsonl` (one line per training read-out or validation pass, appended at once), `samples.json`
-(prompts, the run's answers). A killed process leaves its run "running"."""
+"crashed", error, config, data fingerprints, parent (the run or model it started from), versions, times,
+checkpoint, results; rewritten atomically), `metrics.jsonl` (one line per training read-out or validation pass,
+appended at once), `samples.json` (prompts, the run's answers). A killed process leaves its run "running"."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ class Run:
     at `finish()`) the run is "crashed" with the error if it raised (the exception goes on), "stopped" or "finished"."""
 
     def __init__(self, name: str, config=None, datasets: dict | None = None, root: str | Path | None = None,
-                 early_stop: tuple[float, float] | None = None, tensorboard: bool = False):
+                 early_stop: tuple[float, float] | None = None, tensorboard: bool = False, parent: str | None = None):
         self.folder = run_folder(name, root)
         name = self.folder.name
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,8 @@ class Run:
         self.early_stop, self.stop, self.stopped, self._first = early_stop, threading.Event(), False, None
         self._t0, self._tb = time.time(), None
         self.info = {"name": name, "status": "running", "error": None, "stop_reason": None, "early_stopped": False,
-                     "config": {}, "datasets": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": None,
+                     "config": {}, "datasets": {}, "parent": parent,
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": None,
                      "wall_seconds": None, "versions": _versions(), "checkpoint": None, "results": {}}
         if tensorboard:
             with contextlib.suppress(ImportError):  # optional: run.json and metrics.jsonl hold it all anyway
@@ -210,9 +211,11 @@ def metrics(run) -> list[dict]:
     return [json.loads(line) for line in lines if line.endswith("}")]  # flat events: "}" ends a whole one
 
 
-def compare(runs, keys=None) -> dict:
-    """Runs as rows: name, status, note (stop reason or error), every config key and data fingerprint
-    ("data:<name>"), then the result `keys` (default: every scalar result)."""
+def compare(runs, keys=None, all_keys: bool = False) -> dict:
+    """Runs as rows: name, status, note (stop reason or error), parent, the config keys and data fingerprints
+    ("data:<name>") that differ (all of them with `all_keys`), then the result `keys` (default: every scalar
+    result). `differs`: the keys whose value differs between runs that set them (a key only some runs have,
+    with one value, is no difference: those runs are of another kind)."""
     infos = [_info(r) for r in runs]
     cfgs = [{**i["config"], **{f"data:{k}": f"{d['rows']} rows, sha256 {d['sha256'][:10]}"
                                for k, d in i["datasets"].items()}} for i in infos]
@@ -220,15 +223,19 @@ def compare(runs, keys=None) -> dict:
     if keys is None:
         keys = [k for k in dict.fromkeys(k for i in infos for k in i["results"]) if k not in cfg_keys
                 and not any(isinstance(i["results"].get(k), (dict, list)) for i in infos)]
-    differs = {k for k in cfg_keys if len({json.dumps(c.get(k, "<unset>")) for c in cfgs}) > 1}
-    rows = [[i["name"], i["status"], i.get("stop_reason") or i.get("error"), *(c.get(k) for k in cfg_keys),
-             *(i["results"].get(k) for k in keys)] for i, c in zip(infos, cfgs)]
-    return {"columns": ["name", "status", "note", *cfg_keys, *keys], "rows": rows, "differs": differs}
+    differs = {k for k in cfg_keys if len({json.dumps(c[k], sort_keys=True) for c in cfgs if k in c}) > 1}
+    shown = cfg_keys if all_keys else [k for k in cfg_keys if k in differs]
+    rows = [[i["name"], i["status"], i.get("stop_reason") or i.get("error"), i.get("parent"),
+             *(c.get(k) for k in shown), *(i["results"].get(k) for k in keys)] for i, c in zip(infos, cfgs)]
+    return {"columns": ["name", "status", "note", "parent", *shown, *keys], "rows": rows, "differs": differs}
 
 
 def _cell(v, html: bool) -> str:
-    text = f"{v:.4g}" if isinstance(v, float) else ",".join(map(str, v)) if isinstance(v, list) else \
-        "-" if v is None else str(v)
+    if isinstance(v, list) and v and all(isinstance(x, float) for x in v):  # an interval: [0.648, 0.733]
+        text = "[" + ", ".join(f"{x:.3g}" for x in v) + "]"
+    else:
+        text = f"{v:.4g}" if isinstance(v, float) else ",".join(map(str, v)) if isinstance(v, list) else \
+            "-" if v is None else str(v)
     return _html.escape(text) if html else text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -239,9 +246,10 @@ def _table(header, rows, html: bool) -> str:
     return "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows])
 
 
-def compare_table(runs, keys=None, html: bool = False) -> str:
-    """A Markdown (or HTML) table, one column per run: status, config (differing keys marked `*`), results."""
-    cmp = compare(runs, keys)
+def compare_table(runs, keys=None, html: bool = False, all_keys: bool = False) -> str:
+    """A Markdown (or HTML) table, one column per run: status, parent, the config keys that differ (marked `*`;
+    every key with `all_keys`), results."""
+    cmp = compare(runs, keys, all_keys)
     mark = (lambda t: f"<b>{t}</b> *") if html else (lambda t: f"**{t}** \\*")
     body = [[mark(_cell(col, html)) if col in cmp["differs"] else _cell(col, html),
              *(_cell(r[j], html) for r in cmp["rows"])] for j, col in enumerate(cmp["columns"][1:], start=1)]
@@ -249,14 +257,17 @@ def compare_table(runs, keys=None, html: bool = False) -> str:
 
 
 def loss_figure(runs, title: str = "training (solid) and validation (dashed) loss"):
-    """Overlaid loss curves of the runs (a matplotlib Figure made without pyplot: safe on any backend)."""
+    """Overlaid loss curves of the runs (a matplotlib Figure made without pyplot: safe on any backend). The
+    training curve is the chat tokens' loss where a run logged one (`chat_loss`), so that it compares with the
+    validation loss; else the loss it logged."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 3.6))
     ax = fig.subplots()
     for run in runs:
         name, events, colour = _info(run)["name"], metrics(run), None
-        steps = [(e["step"], e["loss"]) for e in events if e["event"] == "step"]
+        steps = [(e["step"], e["chat_loss"] if e.get("chat_loss") is not None else e["loss"])
+                 for e in events if e["event"] == "step"]
         vals = [(e["step"], e["val_loss"]) for e in events if e["event"] == "eval"]
         if steps:
             colour = ax.plot(*zip(*steps), label=name)[0].get_color()
@@ -322,32 +333,55 @@ def run_name(prefix: str, params: dict) -> str:
     return slug("-".join([prefix, *parts]))
 
 
+def reuse_key(description: dict) -> dict:
+    """SHA-256 of a run's full configuration and of its data fingerprint (`run_fn.describe(params)`'s
+    "config" and "data"): a finished run is reused only when both match."""
+    digest = lambda obj: hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()  # noqa: E731
+    return {"config_sha256": digest(description.get("config")), "data_sha256": digest(description.get("data"))}
+
+
 def sweep(points: list[dict], run_fn, name: str = "sweep", root: str | Path | None = None, progress: bool = True,
           early_stop: tuple[float, float] | None = (0.3, 0.97)) -> list[dict]:
     """Run `run_fn(params, run) -> results` for each point in turn; it gives `callbacks=[run], stop=run.stop`
-    to training. Resumable: a run "finished", or "stopped" by the early-stop rule, is loaded, not redone; a
-    "failed" (settings refused) or "crashed" one, or one a killed process left "running", is redone. A point that
-    fails or crashes is recorded with its error and the sweep goes on to the next one. `early_stop`: (after, ratio)
-    of the `hopeless` rule, or None."""
+    to training. Resumable: a run "finished", or "stopped" by the early-stop rule, is loaded, not redone,
+    when its full configuration and its data are the same; a "failed" (settings refused) or "crashed" one, one a
+    killed process left "running", or one whose configuration or data changed, is redone (in the same folder).
+    A point that fails or crashes is recorded with its error and the sweep goes on to the next one.
+
+    What "the same" means comes from `run_fn.describe(params) -> {"config": ..., "data": ..., "parent": ...}`
+    (`kit.lessons.iterate.sft_run_fn` has one): the whole configuration the point trains with, a
+    fingerprint of its data, and the run or model it starts from. Without `describe`, only the point itself
+    is compared, so a setting changed outside the grid would go unnoticed: give one.
+    `early_stop`: (after, ratio) of the `hopeless` rule, or None."""
     from tqdm.auto import tqdm
 
+    describe = getattr(run_fn, "describe", None) or (lambda p: {"config": p, "data": None})
     out = []
     with tqdm(points, desc=name, unit="run", disable=not progress) as bar:
         for params in bar:
             rname = run_name(name, params)
             bar.set_postfix_str(rname)
+            try:
+                description, refused = describe(dict(params)), None
+            except Exception as e:  # e.g. a setting the config check refuses: recorded below as a crashed run
+                description, refused = {"config": params, "data": None}, e
+            key = reuse_key(description)
             old = runs_root(root) / rname / "run.json"
             try:
                 old = load_run(old.parent) if old.is_file() else {"status": None}
             except (OSError, ValueError):  # an unreadable record: the run is done again
                 old = {"status": None}
-            if old.get("status") == "finished" or (old.get("status") == "stopped" and old.get("early_stopped")):
+            done = old.get("status") == "finished" or (old.get("status") == "stopped" and old.get("early_stopped"))
+            if done and refused is None and old.get("reuse_key") == key:
                 out.append(old)
                 continue
-            run = Run(rname, config=params, root=root, early_stop=early_stop)
+            run = Run(rname, config=params, root=root, early_stop=early_stop, parent=description.get("parent"))
             try:
                 with run:
+                    run.info["reuse_key"] = key  # what a later sweep compares before reusing this run
                     run.info["params"] = dict(params)  # the sweep point itself, apart from the full config
+                    if refused is not None:
+                        raise refused
                     run.log_results(run_fn(dict(params), run) or {})
             except Exception as e:  # recorded by the run ("failed" / "crashed", with the error); next point
                 if progress:

@@ -22,13 +22,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .config import SFTConfig, problems_sft, raise_problems
 from .evaluation import evaluate_chat
 from .models import add_lora, count_params, merge_lora
 from .packing import PackedChat
 from .tokenizer import prepare
-from .train import History, train
+from .train import IGNORE, History, train
+
+
+class KindLoss:
+    """The SFT objective (next-token loss on the labelled tokens) that also keeps the chat tokens' and the
+    replay tokens' mean losses apart: `train()` adds them to every `on_step` event as `chat_loss` and
+    `replay_loss`. Only the chat loss can be compared with the validation loss (chat tokens only)."""
+
+    def __init__(self):
+        self.sums = self.counts = None
+
+    def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                       position_ids=batch.get("position_ids")).logits  # (B, T, V)
+        labels = batch["labels"].flatten()  # (B*T,)
+        losses = F.cross_entropy(logits.flatten(0, 1).float(), labels, ignore_index=IGNORE, reduction="none")
+        if torch.is_grad_enabled() and "kind" in batch:  # training steps only, not validation passes
+            kind = batch["kind"].flatten()
+            kinds = torch.stack([kind != 1, kind == 1]) & (labels != IGNORE)  # (2, B*T): chat (0, 2), replay (1)
+            sums, counts = (kinds * losses.detach()).sum(1), kinds.sum(1)  # (2,): no host sync here
+            self.sums = sums if self.sums is None else self.sums + sums
+            self.counts = counts if self.counts is None else self.counts + counts
+        if "weights" in batch:  # per-token loss weights (e.g. the first token of each focus reply counted more)
+            losses = losses * batch["weights"].flatten()
+        return losses.sum(), (labels != IGNORE).sum()
+
+    def log_metrics(self) -> dict[str, float | None]:
+        """Mean chat and replay token losses since the last call (None where a kind had no token), then reset."""
+        if self.sums is None:
+            return {}
+        sums, counts = self.sums.tolist(), self.counts.tolist()
+        self.sums = self.counts = None
+        return {name: s / n if n else None for name, s, n in zip(("chat_loss", "replay_loss"), sums, counts)}
 
 
 # ----------------------------------------------------------------------------- one run
@@ -102,8 +135,10 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
         if hasattr(cb, "on_model"):
             cb.on_model(model, tok)
     t0 = time.perf_counter()
-    hist = train(model, rows, tcfg, val_data=val_rows, callbacks=callbacks, stop=stop, pause=pause)
+    hist = train(model, rows, tcfg, objective=KindLoss(), val_data=val_rows, callbacks=callbacks, stop=stop,
+                 pause=pause)
     steps_done = hist.steps[-1] if hist.steps else 0
+    last = lambda key: next((m[key] for m in reversed(hist.metrics) if m.get(key) is not None), None)  # noqa: E731
     info.update({
         "lora": config.lora, "epochs": config.epochs, "lr": tcfg.lr, "steps": steps_done,
         "planned_steps": tcfg.max_steps, "epochs_done": round(steps_done / max(1, len(rows) // config.batch_size), 3),
@@ -113,8 +148,9 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
         "packed_rows": len(rows), "fill_rate": round(rows.fill_rate(), 3),
         "trainable_params": count_params(model, trainable_only=True), "params": count_params(model),
         "train_seconds": round(hist.seconds, 2),
-        "train_loss": hist.losses[-1] if hist.losses else None,
-        "val_loss": hist.val_losses[-1] if hist.val_losses else None,
+        "train_loss": hist.losses[-1] if hist.losses else None,  # chat and replay tokens together
+        "train_chat_loss": last("chat_loss"), "train_replay_loss": last("replay_loss"),
+        "val_loss": hist.val_losses[-1] if hist.val_losses else None,  # chat tokens only: compare with train_chat_loss
         "history": hist.to_dict(), "config": dataclasses.asdict(config),
     })
     samples: list = []
@@ -138,6 +174,13 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
             run.log_samples([{"prompt": s["prompt"], "answer": s["after"], "expected": s["reference"]}
                              for s in samples])
     return FinetuneResult(model, tok, hist, info, path, samples)
+
+
+def chat_loss_curve(history: History) -> tuple[list[int], list[float]]:
+    """(steps, the assistant tokens' training loss) of a `finetune` run: the curve to set beside the validation
+    loss (the plain `history.losses` mixes in the replay documents)."""
+    points = [(m["step"], m["chat_loss"]) for m in history.metrics if m.get("chat_loss") is not None]
+    return [s for s, _ in points], [v for _, v in points]
 
 
 def _note(callbacks, text: str) -> None:

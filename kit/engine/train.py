@@ -293,8 +293,11 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
 
     step = start
     for step in range(start + 1, cfg.max_steps + 1):
-        while pause is not None and pause.is_set() and not (stop is not None and stop.is_set()):
-            time.sleep(0.05)
+        if pause is not None and pause.is_set():
+            waited = time.perf_counter()
+            while pause.is_set() and not (stop is not None and stop.is_set()):
+                time.sleep(0.05)
+            t0 += time.perf_counter() - waited  # time spent paused is not training time (nor in the ETA)
         if stop is not None and stop.is_set():
             hist.stopped, step = True, step - 1
             break

@@ -32,6 +32,7 @@ from ..engine.config import RUNTIME_FIELDS, to_dict
 from .profiles import Profile, get_profile
 
 DATA_VERSION = 2  # bump when corpus/tokenizer code changes what a given config produces
+RECIPE_VERSION = 2  # bump when the SFT recipe's data or measurements change (keys the fine-tuned model only)
 
 
 def _load_tokenizer(folder: Path):
@@ -150,7 +151,8 @@ def sft_model(profile: Profile | str | None = None, *, rebuild: bool = False, ca
 
     profile = get_profile(profile)
     base = base_model(profile)
-    entry = cache_root() / "sft" / f"{profile.name}-{entry_key(base.path.name, to_dict(profile.sft), DATA_VERSION)}"
+    key = entry_key(base.path.name, to_dict(profile.sft), DATA_VERSION, RECIPE_VERSION)
+    entry = cache_root() / "sft" / f"{profile.name}-{key}"
     remove_stale_temps(entry)
     if rebuild or not is_complete(entry):
         if not is_writable(cache_root()):

@@ -147,11 +147,15 @@ class GuardedChat:
         self.model, self.tok, self.guard, self.max_new_tokens = model, tok, guard, max_new_tokens
 
     def __call__(self, prompts: list[str]) -> list[str]:
-        from ..engine.generate import answers
+        return [text for text, _ in self.replies(prompts)]
+
+    def replies(self, prompts: list[str]) -> list[tuple[str, bool]]:
+        """(reply, ended its turn) per prompt; a refusal put in by the guard counts as a finished turn."""
+        from ..engine.generate import chat_replies
 
         blocked = self.guard.is_harmful(prompts)
-        todo = [p for p, b in zip(prompts, blocked) if not b]
-        replies = iter(answers(self.model, self.tok, todo, self.max_new_tokens) if todo else [])
-        answers = [REFUSE if b else next(replies) for b in blocked]
-        bad = self.guard.is_harmful(answers)
-        return [REFUSE if b else a for a, b in zip(answers, bad)]
+        todo = [[{"role": "user", "content": p}] for p, b in zip(prompts, blocked) if not b]
+        replies = iter(chat_replies(self.model, self.tok, todo, max_new_tokens=self.max_new_tokens) if todo else [])
+        out = [(REFUSE, True) if b else next(replies) for b in blocked]
+        bad = self.guard.is_harmful([a for a, _ in out])
+        return [(REFUSE, True) if b else r for r, b in zip(out, bad)]

@@ -48,8 +48,12 @@ class CourseSFTConfig(SFTConfig):
 class SafetyConfig:
     """Notebook 04: the safety data mix, preference tuning (DPO) and the guard classifier."""
 
-    n_per_template: int = 6          # distinct prompts drawn per training template
-    mix: float = 0.5                 # safety SFT: safety examples per chat example
+    n_per_template: int = 8          # distinct prompts drawn per training template
+    mix: float = 0.65                # safety SFT: safety examples per chat example
+    sft_lr: float = 3e-4             # safety SFT: notebook 03's model, fully fine-tuned further
+    sft_epochs: float = 3.0
+    first_token_weight: float = 10.0  # loss weight of each chat reply's first token: where it helps or refuses
+    replay_docs: int = 450           # pre-training documents mixed into safety SFT (against forgetting)
     dpo_beta: float = 0.1            # how far DPO may move from the reference model
     dpo_lr: float = 1e-3             # DPO trains a LoRA adapter
     dpo_epochs: float = 1.0
@@ -130,7 +134,8 @@ PROFILES: dict[str, Profile] = {
         pretrain=TrainConfig(max_steps=150, batch_size=8, seq_len=96, lr=5e-3, warmup_steps=10,
                              eval_every=50, eval_batches=2, log_every=10, checkpoint_every=50),
         sft=CourseSFTConfig(epochs=2.0, per_fact=1, lr=3e-3, lora_lr=1e-2),
-        safety=SafetyConfig(n_per_template=2, guard_epochs=2.0, dpo_epochs=0.5, max_new_tokens=16),
+        safety=SafetyConfig(n_per_template=2, guard_epochs=2.0, dpo_epochs=0.5, max_new_tokens=16, sft_lr=3e-3,
+                            sft_epochs=1.0, replay_docs=40),
     ),
     "classroom": Profile(
         name="classroom",
@@ -199,10 +204,13 @@ def validate_profile(p: Profile) -> None:
     if not (isinstance(p.sft.per_fact, int) and p.sft.per_fact > 0):
         problems.append(f"sft.per_fact must be a positive integer, got {p.sft.per_fact!r}")
     s = p.safety
-    for f in ("n_per_template", "pairs_per_template", "guard_lr", "guard_epochs", "max_new_tokens"):
+    for f in ("n_per_template", "pairs_per_template", "guard_lr", "guard_epochs", "max_new_tokens", "sft_lr",
+              "sft_epochs", "first_token_weight"):
         v = getattr(s, f)
         if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and v != float("inf")):
             problems.append(f"safety.{f} must be a positive number, got {v!r}")
+    if not (isinstance(s.replay_docs, int) and not isinstance(s.replay_docs, bool) and s.replay_docs >= 0):
+        problems.append(f"safety.replay_docs must be an integer >= 0, got {s.replay_docs!r}")
     if not (isinstance(s.mix, (int, float)) and 0 <= s.mix < float("inf")):
         problems.append(f"safety.mix must be >= 0, got {s.mix!r}")
     problems += [q.replace("dpo.", "safety.dpo_", 1).replace("safety.dpo_batch_size", "safety.batch_size")

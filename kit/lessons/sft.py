@@ -6,7 +6,7 @@ of pre-training documents against forgetting) and its measurements, plugged in a
 
 Example:
     >>> result = finetune_recipe(get_profile("smoke"), base_model("smoke"))   # doctest: +SKIP
-    >>> result.info["heldout_qa_accuracy"]                                    # doctest: +SKIP
+    >>> result.info["heldout_qa_strict"], result.info["heldout_qa_strict_ci"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from pathlib import Path
 
 from ..engine.runs import Run, auto_name
 from ..engine.sft import FinetuneResult, finetune
+from ..engine.stats import bootstrap_ci, mcnemar, paired_bootstrap
 from ..engine.tokenizer import encode_documents
 from ..engine.train import TokenRows
-from ..world.corpus import build_corpus, chat_splits, load_world, mentioned_countries, qa_items, split_countries
-from ..world.probes import fact_cloze, qa_eval
+from ..world.corpus import build_corpus, chat_splits, country_splits, load_world, mentioned_countries, split_items
+from ..world.probes import cloze_on, fact_cloze, majority_baseline, qa_eval
 from .profiles import Profile
 
 SFTResult = FinetuneResult  # the recipe's result is the engine's
+EVAL_SPLIT = "dev"  # every figure the notebooks choose by; "test" is measured once, at the end of notebook 05
 SAVED_BY_NOTEBOOK_02 = ("curated.jsonl", "train.jsonl")  # in the order they are preferred
 
 
@@ -34,7 +36,7 @@ def course_examples(profile: Profile, folder: str | Path = "data") -> tuple[list
     Notebook 02's saved data when there is some: `folder/curated.jsonl` (examples you kept in its
     curation and saved), else `folder/train.jsonl` (its training set). A file is used when it loads
     with no error and holds at least one example; otherwise the line says why it was passed over.
-    Without either, the generated examples about the "qa" countries (`finetune_recipe`'s default).
+    Without either, the generated examples about the "train" countries (`finetune_recipe`'s default).
 
     Example:
         >>> examples, source = course_examples(get_profile("smoke"), "notebooks/data")  # doctest: +SKIP
@@ -56,24 +58,27 @@ def course_examples(profile: Profile, folder: str | Path = "data") -> tuple[list
                                "examples; fix it in notebook 02 or with `python -m kit data validate`")
             continue
         source = f"{path}: {len(examples)} examples saved by notebook 02"
-        leaked = mentioned_countries(examples, split_countries(world)["heldout"], world)
+        splits = country_splits(world)
+        leaked = mentioned_countries(examples, splits["dev"] + splits["test"], world)
         if leaked:
             named = ", ".join(leaked[:3]) + (", ..." if len(leaked) > 3 else "")
-            source += (f"; note: they name {len(leaked)} held-out countries ({named}), so the held-out evaluation "
-                       "no longer measures only what pre-training taught about them")
+            source += (f"; note: they name {len(leaked)} held-out (dev or test) countries ({named}), so the held-out "
+                       "evaluation no longer measures only what pre-training taught about them")
         return [clean(ex) for ex in examples], "\n".join([*passed_over, source])
     examples = chat_splits(world, profile.sft.per_fact, profile.sft.seed)["train"]
-    source = (f"generated: {len(examples)} examples about the \"qa\" countries (no usable notebook 02 data in "
+    source = (f"generated: {len(examples)} examples about the \"train\" countries (no usable notebook 02 data in "
               f"{Path(folder)}/: run notebook 02 to save yours)")
     return examples, "\n".join([*passed_over, source])
 
 
 def retained_knowledge(model, tok, val_rows: TokenRows, world) -> dict:
-    """What pre-training taught, measured: perplexity on its validation text and the capital cloze."""
+    """What pre-training taught, measured: perplexity on its validation text and the capital cloze, for every
+    country and apart for the fine-tuned ("train") and never fine-tuned ("heldout": the dev) countries."""
     from ..engine.metrics import perplexity
 
-    return {"ppl": perplexity(model, val_rows, max_rows=64)["perplexity"],
-            "cloze": fact_cloze(model, tok, world)["accuracy"]}
+    cloze, splits = fact_cloze(model, tok, world), country_splits(world)
+    return {"ppl": perplexity(model, val_rows, max_rows=64)["perplexity"], "cloze": cloze["accuracy"],
+            "cloze_train": cloze_on(cloze, splits["train"]), "cloze_heldout": cloze_on(cloze, splits[EVAL_SPLIT])}
 
 
 def course_evaluator(profile: Profile, tok, world=None):
@@ -81,16 +86,44 @@ def course_evaluator(profile: Profile, tok, world=None):
     world = world or load_world()
     corpus = build_corpus(profile.corpus, world)
     pretrain_val = TokenRows(encode_documents(tok, corpus.val), profile.pretrain.seq_len)
-    items = qa_items(world, split_countries(world)["heldout"])
+    items = split_items(EVAL_SPLIT, world)
 
     def evaluate(model, tok, stage: str) -> dict:
         out = retained_knowledge(model, tok, pretrain_val, world)
         if stage == "after":
-            qa = qa_eval(model, tok, items)
-            out.update(qa=qa)
+            out.update(qa=qa_eval(model, tok, items))
         return out
 
     return evaluate
+
+
+def base_qa(base, split: str = EVAL_SPLIT) -> dict:
+    """The base model's QA figures on a split's questions (strict, lenient, per-question rows), measured once
+    per base model and kept in the cache (`<cache>/measurements/`)."""
+    import hashlib
+    import json
+
+    from ..engine.cache import cache_root
+    from ..engine.data import write_text_atomic
+
+    items = split_items(split)
+    digest = hashlib.sha256(json.dumps([it.question for it in items]).encode()).hexdigest()[:10]
+    path = cache_root() / "measurements" / f"{Path(base.path).name}-qa-{split}-{digest}.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    qa = {k: v for k, v in qa_eval(base.model, base.tokenizer, items).items() if k != "rows"}
+    write_text_atomic(path, json.dumps(qa))
+    return qa
+
+
+def qa_figures(qa: dict, prefix: str = "heldout_qa") -> dict:
+    """A `qa_eval` result as flat, JSON-ready figures: strict (the headline) with its 95% interval (questions
+    resampled by country), lenient, per fact type, and the per-question rows for paired comparisons."""
+    ci = bootstrap_ci(qa["strict_rows"], qa["countries"])["ci"]
+    return {f"{prefix}_strict": qa["strict"], f"{prefix}_strict_ci": list(ci), f"{prefix}_accuracy": qa["accuracy"],
+            f"{prefix}_strict_by_fact": qa["strict_by_fact"], f"{prefix}_by_fact": qa["by_fact"],
+            f"{prefix}_strict_rows": qa["strict_rows"], f"{prefix}_countries": qa["countries"],
+            "format_rate": qa["format_rate"]}
 
 
 def finetune_recipe(profile: Profile, base, *, lora: bool | None = None, examples: list[dict] | None = None,
@@ -102,16 +135,18 @@ def finetune_recipe(profile: Profile, base, *, lora: bool | None = None, example
         profile: its `sft` settings are used (`profile.with_sft(...)` changes them).
         base: a `kit.lessons.artifacts.BaseModel` (`kit.base_model(profile)`).
         lora: overrides `profile.sft.lora`.
-        examples: training examples (default: the generated ones about the "qa" countries).
+        examples: training examples (default: the generated ones about the "train" countries).
         callbacks, stop, pause: passed to `train()`.
         out_dir: where to save the model (LoRA: the adapter, and the merged model); default: no save.
-        measure: compute held-out QA, format rate, perplexity and cloze before/after.
+        measure: compute held-out QA (strict and lenient, on the dev countries), the base model's and the
+            majority baseline's scores on the same questions, format rate, perplexity and cloze before/after.
         run: a `kit.engine.runs.Run` that records this run (a sweep passes its own); by default a new run
             folder `sft-<profile>-<full|lora>-<time>` under the cache's `runs/`, marked crashed on error.
     """
     own = run is None
     cfg = profile.sft if lora is None else dataclasses.replace(profile.sft, lora=lora)
-    run = run if run is not None else Run(auto_name(f"sft-{profile.name}-{'lora' if cfg.lora else 'full'}"))
+    if own:
+        run = Run(auto_name(f"sft-{profile.name}-{'lora' if cfg.lora else 'full'}"), parent=base_name(base))
     try:
         result = _recipe(profile, cfg, base, examples, callbacks, stop, pause, out_dir, measure, run)
     except BaseException as e:
@@ -123,10 +158,15 @@ def finetune_recipe(profile: Profile, base, *, lora: bool | None = None, example
     return result
 
 
+def base_name(base) -> str:
+    """How a run names the model it started from: the base model's cache entry."""
+    return f"base model {Path(base.path).name}"
+
+
 def _recipe(profile, cfg, base, examples, callbacks, stop, pause, out_dir, measure, run) -> FinetuneResult:
     tok, model = base.tokenizer, base.fresh_model()
     world = load_world()
-    splits = chat_splits(world, cfg.per_fact, cfg.seed)  # train: the "qa" countries; eval: the held-out ones
+    splits = chat_splits(world, cfg.per_fact, cfg.seed)  # train: the "train" countries; eval: the dev ones
     train_examples = examples if examples is not None else splits["train"]
     run.log(config={"profile": profile.name})
     replay = []
@@ -139,13 +179,21 @@ def _recipe(profile, cfg, base, examples, callbacks, stop, pause, out_dir, measu
                       generate=False, callbacks=callbacks, stop=stop, pause=pause, out_dir=None, run=run,
                       measure=measure, device=profile.pretrain.device)
     info = result.info
-    info["profile"] = profile.name
+    info.update(profile=profile.name, replay=cfg.replay, seed=cfg.seed, heldout_split=EVAL_SPLIT,
+                parent=run.info.get("parent"))
     before, after = info.pop("course_before", None), info.pop("course_after", None)
     if after is not None:
-        qa = after["qa"]
-        info.update(heldout_qa_accuracy=qa["accuracy"], heldout_qa_by_fact=qa["by_fact"],
-                    format_rate=qa["format_rate"], qa_examples=qa["rows"][:12], ppl_before=before["ppl"],
-                    ppl_after=after["ppl"], cloze_before=before["cloze"], cloze_after=after["cloze"])
+        qa, base_figures = after["qa"], base_qa(base)
+        info.update(qa_figures(qa))
+        info.update(base_heldout_qa_strict=base_figures["strict"], base_heldout_qa_accuracy=base_figures["accuracy"],
+                    base_heldout_qa_strict_rows=base_figures["strict_rows"],
+                    majority_baseline_strict=majority_baseline(split_items(EVAL_SPLIT, world), world)["accuracy"],
+                    qa_examples=qa["rows"][:12], ppl_before=before["ppl"], ppl_after=after["ppl"],
+                    cloze_before=before["cloze"], cloze_after=after["cloze"],
+                    cloze_before_train_countries=before["cloze_train"],
+                    cloze_after_train_countries=after["cloze_train"],
+                    cloze_before_heldout_countries=before["cloze_heldout"],
+                    cloze_after_heldout_countries=after["cloze_heldout"])
         run.log_results({k: v for k, v in info.items() if k not in ("history", "config", "qa_examples")})
         run.log_samples(info["qa_examples"])
     if out_dir is not None:
@@ -157,12 +205,58 @@ def _recipe(profile, cfg, base, examples, callbacks, stop, pause, out_dir, measu
     return result
 
 
-class EpochProbe:
-    """A training callback: held-out QA accuracy and capital cloze at every validation pass (each epoch)."""
+def same_settings(result: FinetuneResult, profile: Profile, lora: bool = False) -> bool:
+    """True when `result` is a whole run (not stopped) with exactly the profile's fine-tuning settings (with
+    `lora`): only then may it stand in for "the default run", e.g. a panel run whose settings were not changed."""
+    want = dataclasses.asdict(dataclasses.replace(profile.sft, lora=lora))
+    return not result.info.get("stopped") and result.info.get("config") == want
 
-    def __init__(self, items, world, total_epochs: float):
-        self.items, self.world, self.total_epochs = items, world, total_epochs
-        self.epochs, self.heldout, self.cloze = [], [], []
+
+def seeds_run(profile: Profile, base, seeds: Sequence[int] = (0, 1, 2), *, lora: bool = False,
+              done: dict | None = None, examples: list[dict] | None = None) -> dict:
+    """The same configuration trained with several seeds (data order, phrasings, replay sample, LoRA init):
+    how much of a difference between two runs could be the seed alone? `done`: {seed: result} already run;
+    `examples`: the training examples (default: the generated ones, as in `finetune_recipe`).
+
+    Returns {"results": {seed: FinetuneResult}, "strict": [...], "mean", "sd", "min", "max"}.
+    """
+    import statistics
+
+    done = dict(done or {})
+    for seed in seeds:
+        if seed not in done:
+            done[seed] = finetune_recipe(profile.with_sft(seed=seed, lora=lora), base, examples=examples)
+    strict = [done[s].info["heldout_qa_strict"] for s in seeds]
+    return {"results": {s: done[s] for s in seeds}, "strict": strict, "mean": statistics.mean(strict),
+            "sd": statistics.stdev(strict) if len(strict) > 1 else 0.0, "min": min(strict), "max": max(strict)}
+
+
+def compare_runs(a: FinetuneResult | dict, b: FinetuneResult | dict, prefix: str = "heldout_qa") -> dict:
+    """Paired bootstrap (by country) and McNemar test of b's strict QA rows against a's (the same questions).
+
+    `a` or `b` may also be a dict with `<prefix>_strict_rows` and `<prefix>_countries` (e.g. a run's results).
+    """
+    ia, ib = (x.info if isinstance(x, FinetuneResult) else x for x in (a, b))
+    ra, rb = ia[f"{prefix}_strict_rows"], ib[f"{prefix}_strict_rows"]
+    out = paired_bootstrap(ra, rb, ib[f"{prefix}_countries"])
+    out["mcnemar_p"] = mcnemar(ra, rb)["p_value"]
+    return out
+
+
+def versus_base(result: FinetuneResult) -> dict:
+    """`compare_runs` of the base model (a) against the fine-tuned model (b) on the same questions."""
+    info = result.info
+    return compare_runs({"heldout_qa_strict_rows": info["base_heldout_qa_strict_rows"],
+                         "heldout_qa_countries": info["heldout_qa_countries"]}, result)
+
+
+class EpochProbe:
+    """A training callback: dev QA (strict and lenient), the capital cloze of the never fine-tuned countries and
+    the perplexity on pre-training text at every validation pass (each epoch)."""
+
+    def __init__(self, items, world, total_epochs: float, pretrain_val: TokenRows | None = None):
+        self.items, self.world, self.total_epochs, self.pretrain_val = items, world, total_epochs, pretrain_val
+        self.epochs, self.strict, self.lenient, self.cloze, self.ppl = [], [], [], [], []
         self.model = self.tok = None
         self.steps_per_epoch = 1.0
 
@@ -172,43 +266,65 @@ class EpochProbe:
     def on_step(self, ev: dict) -> None:
         self.steps_per_epoch = ev["max_steps"] / self.total_epochs
 
+    def measure(self, model, tok) -> None:
+        qa = qa_eval(model, tok, self.items)
+        self.strict.append(qa["strict"])
+        self.lenient.append(qa["accuracy"])
+        self.cloze.append(cloze_on(fact_cloze(model, tok, self.world), country_splits(self.world)[EVAL_SPLIT]))
+        if self.pretrain_val is not None:
+            from ..engine.metrics import perplexity
+
+            self.ppl.append(perplexity(model, self.pretrain_val, max_rows=64)["perplexity"])
+
     def on_eval(self, ev: dict) -> None:
         self.epochs.append(round(ev["step"] / self.steps_per_epoch, 2))
-        self.heldout.append(qa_eval(self.model, self.tok, self.items)["accuracy"])
-        self.cloze.append(fact_cloze(self.model, self.tok, self.world)["accuracy"])
+        self.measure(self.model, self.tok)
 
 
-def accuracy_by_epoch(profile: Profile, epochs: float, base, *, lora: bool = False, n_items: int = 120,
+def accuracy_by_epoch(profile: Profile, epochs: float, base, *, lora: bool = False, n_items: int | None = None,
                       examples: list[dict] | None = None) -> dict:
-    """Fine-tune for `epochs` and probe after every epoch: does longer training keep helping?
+    """Fine-tune for `epochs` and probe after every epoch on the dev questions: does longer training keep helping?
 
     `examples`: the training examples (default: the generated ones, as in `finetune_recipe`).
 
-    Returns {"epochs": [...], "heldout_qa": [...], "cloze": [...]} (epoch 0 = the base model).
+    Returns {"epochs": [...], "heldout_qa_strict": [...], "heldout_qa_accuracy": [...] (lenient),
+    "cloze_heldout_countries": [...], "ppl": [...] (perplexity on pre-training text)} (epoch 0 = the base model).
     """
     world = load_world()
-    items = qa_items(world, split_countries(world)["heldout"])[:n_items]
+    items = split_items(EVAL_SPLIT, world)[:n_items]
     cfg = profile.with_sft(epochs=epochs, lora=lora, eval_every=0)  # validation (and the probe) once per epoch
-    probe = EpochProbe(items, world, epochs)
-    start = base.fresh_model()
-    first = {"heldout": qa_eval(start, base.tokenizer, items)["accuracy"],
-             "cloze": fact_cloze(start, base.tokenizer, world)["accuracy"]}
+    corpus = build_corpus(profile.corpus, world)
+    val = TokenRows(encode_documents(base.tokenizer, corpus.val), profile.pretrain.seq_len)
+    probe = EpochProbe(items, world, epochs, val)
+    probe.measure(base.fresh_model(), base.tokenizer)
     finetune_recipe(cfg, base, callbacks=[probe], measure=False, examples=examples)
-    return {"epochs": [0.0, *probe.epochs], "heldout_qa": [first["heldout"], *probe.heldout],
-            "cloze": [first["cloze"], *probe.cloze]}
+    return {"epochs": [0.0, *probe.epochs], "heldout_qa_strict": probe.strict, "heldout_qa_accuracy": probe.lenient,
+            "cloze_heldout_countries": probe.cloze, "ppl": probe.ppl}
 
 
-TABLE_KEYS = ("heldout_qa_accuracy", "format_rate", "cloze_before", "cloze_after", "ppl_before", "ppl_after",
+TABLE_KEYS = ("heldout_qa_strict", "heldout_qa_strict_ci", "heldout_qa_accuracy", "base_heldout_qa_strict",
+              "majority_baseline_strict", "format_rate", "cloze_before_heldout_countries",
+              "cloze_after_heldout_countries", "cloze_before_train_countries", "cloze_after_train_countries",
+              "ppl_before", "ppl_after", "train_chat_loss", "train_replay_loss", "val_loss",
+              "steps", "planned_steps", "epochs", "epochs_done", "replay", "replay_docs", "lr", "seed",
               "trainable_params", "train_seconds")
 
 
 def results_table(runs: dict[str, FinetuneResult], keys: Sequence[str] = TABLE_KEYS) -> str:
-    """A plain-text table of runs' figures, one column per run ("-" where a run has no such figure)."""
-    def cell(v) -> str:
-        if isinstance(v, bool) or v is None:
-            return f"{'-' if v is None else v!s:>14}"
-        return f"{v:>14,.3f}" if isinstance(v, float) else f"{v:>14,}"
+    """A plain-text table of runs' figures, one column per run ("-" where a run has no such figure).
 
-    lines = [f"{'':22}" + "".join(f"{name:>14}" for name in runs)]
-    lines += [f"{k:22}" + "".join(cell(r.info.get(k)) for r in runs.values()) for k in keys]
+    The settings rows (steps, epochs, replay, lr, seed) say what each run did: compare runs only where
+    they differ in the one thing you meant to change.
+    """
+    def cell(v) -> str:
+        if isinstance(v, (list, tuple)) and len(v) == 2:
+            return f"{f'[{v[0]:.2f}, {v[1]:.2f}]':>16}"
+        if isinstance(v, bool) or v is None:
+            return f"{'-' if v is None else v!s:>16}"
+        if isinstance(v, float):
+            return f"{v:>16.3g}" if abs(v) < 1e-2 and v else f"{v:>16,.3f}"
+        return f"{v:>16,}"
+
+    lines = [f"{'':31}" + "".join(f"{name:>16}" for name in runs)]
+    lines += [f"{k:31}" + "".join(cell(r.info.get(k)) for r in runs.values()) for k in keys]
     return "\n".join(lines)

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from ..engine.config import SFTConfig
 from ..engine.generate import chat_replies
-from ..engine.plots import loss_figure, png
+from ..engine.plots import loss_figure, svg
 
 PANEL_FIELDS = ("epochs", "lr", "replay", "lora", "lora_lr", "lora_r")  # fields of SFTConfig
-SAMPLE_PROMPTS = ("What is the capital of Peru?", "What language do people speak in Japan?")
+SAMPLE_PROMPTS = ("What is the capital of Peru?", "What language do people speak in Brazil?")  # dev countries
 
 
 def _first_prompts(examples, n: int = 2) -> list[str]:
@@ -62,8 +62,9 @@ class SFTPanel:
         self.thread: threading.Thread | None = None
         self.result, self.error = None, None
         self.step, self.max_steps, self.state = 0, 0, "ready"
+        self.elapsed = 0.0  # seconds of training so far, pauses excluded (from the loop's read-outs)
         self.samples: list[str] = []
-        self._curves = {"steps": [], "losses": [], "val_steps": [], "val_losses": []}
+        self._curves = {"steps": [], "losses": [], "replay_steps": [], "replay": [], "val_steps": [], "val_losses": []}
         self._model, self._tok, self._t0, self._w, self._sampled_at = None, None, 0.0, None, 0
 
     # --- the run -----------------------------------------------------------------
@@ -109,7 +110,7 @@ class SFTPanel:
         SFTPanel._training = self
         self.stop.clear()
         self.pause.clear()
-        self.result, self.error, self.step, self.samples = None, None, 0, []
+        self.result, self.error, self.step, self.samples, self.elapsed = None, None, 0, [], 0.0
         self._curves = {k: [] for k in self._curves}
         if wait:
             self._run()
@@ -145,9 +146,13 @@ class SFTPanel:
         self._model, self._tok = model, tok
 
     def on_step(self, ev: dict) -> None:
-        self.step, self.max_steps = ev["step"], ev["max_steps"]
+        self.step, self.max_steps, self.elapsed = ev["step"], ev["max_steps"], ev.get("elapsed", 0.0)
         self._curves["steps"].append(ev["step"])
-        self._curves["losses"].append(ev["loss"])
+        # the assistant tokens' loss: the one that compares with the validation loss (replay apart)
+        self._curves["losses"].append(ev["chat_loss"] if ev.get("chat_loss") is not None else ev["loss"])
+        if ev.get("replay_loss") is not None:
+            self._curves["replay_steps"].append(ev["step"])
+            self._curves["replay"].append(ev["replay_loss"])
         if self._model is not None and (not self.samples or ev["step"] - self._sampled_at >= self.sample_every):
             self._sampled_at = ev["step"]
             replies = chat_replies(self._model, self._tok, [[{"role": "user", "content": p}] for p in self.prompts],
@@ -161,9 +166,26 @@ class SFTPanel:
 
     # --- the widgets ---------------------------------------------------------------
     def eta(self) -> float | None:
+        """Seconds left at the pace so far; paused time counts neither in the pace nor in the estimate."""
         if self.step == 0 or not self.max_steps:
             return None
-        return (time.perf_counter() - self._t0) / self.step * (self.max_steps - self.step)
+        return self.elapsed / self.step * (self.max_steps - self.step)
+
+    def status(self) -> str:
+        """One line: state, steps done of those planned, training time (pauses excluded), ETA, where it was saved."""
+        info = self.result.info if self.result is not None else None
+        done, planned = (info["steps"], info["planned_steps"]) if info else (self.step, self.max_steps)
+        seconds = info["train_seconds"] if info else self.elapsed
+        text = f"{self.state} · step {done} of {planned or '?'} planned · {seconds:.0f} s of training"
+        eta = self.eta()
+        text += f" · ETA {eta:.0f} s" if eta is not None and self.state == "training" else ""
+        if self.state == "paused":
+            text += " (paused time not counted)"
+        if self.error is not None:
+            text += f" · error: {self.error}"
+        if self.result is not None and self.result.path is not None:
+            text += f" · saved to {self.result.path}"
+        return text
 
     def widget(self):
         import ipywidgets as w
@@ -171,19 +193,21 @@ class SFTPanel:
         def control(name: str):
             value = self.settings[name]
             kind = {bool: w.Checkbox, int: w.IntText, float: w.FloatText}[type(value)]
-            c = kind(value=value, description=name)
+            c = kind(value=value, description=name, style={"description_width": "initial"},
+                     layout=w.Layout(width="auto"))
             c.observe(lambda ch: self.settings.__setitem__(name, ch["new"]), names="value")
             return c
 
         fields = [f for f in PANEL_FIELDS if self.profile is not None or f != "replay"]  # replay: course data only
         controls = [control(f) for f in fields]
-        start, pause, stop = (w.Button(description=d) for d in ("Start", "Pause / Resume", "Stop"))
+        start, pause, stop = (w.Button(description=d, layout=w.Layout(width="auto"))
+                              for d in ("Start", "Pause / Resume", "Stop"))
         start.button_style, stop.button_style = "success", "danger"
         start.on_click(lambda _: self.start())
         pause.on_click(lambda _: self.toggle_pause())
         stop.on_click(lambda _: self.request_stop())
         self._w = {"progress": w.IntProgress(value=0, min=0, max=1), "status": w.HTML(),
-                   "plot": w.Image(format="png"), "samples": w.HTML()}
+                   "plot": w.HTML(), "samples": w.HTML()}  # the plot: an inline SVG, sharp at any size
         box = w.VBox([w.HBox(controls[:3]), w.HBox(controls[3:]), w.HBox([start, pause, stop]),
                       w.HBox([self._w["progress"], self._w["status"]]), self._w["plot"], self._w["samples"]])
         box.add_class("kit-panel")  # stable hooks for the browser check (tests/browser)
@@ -199,17 +223,16 @@ class SFTPanel:
             return
         self._w["progress"].max = max(1, self.max_steps)
         self._w["progress"].value = self.step
-        eta = self.eta()
-        text = f"{self.state} · step {self.step}/{self.max_steps or '?'}"
-        text += f" · ETA {eta:.0f} s" if eta is not None and self.state == "training" else ""
-        if self.error is not None:
-            text += f" · error: {self.error}"
-        if self.result is not None and self.result.path is not None:
-            text += f" · saved to {self.result.path}"
-        self._w["status"].value = html.escape(text)
+        self._w["status"].value = html.escape(self.status())
         c = self._curves
         if c["steps"]:
-            self._w["plot"].value = png(loss_figure(c["steps"], c["losses"], c["val_steps"], c["val_losses"],
-                                                    "fine-tuning loss"))
+            extra = {"replay documents": (c["replay_steps"], c["replay"])} if c["replay"] else None
+            self._w["plot"].value = svg(loss_figure(c["steps"], c["losses"], c["val_steps"], c["val_losses"],
+                                                    "fine-tuning loss", train_label="train (assistant tokens)",
+                                                    extra=extra))
+        else:
+            every = self.sft.log_every
+            self._w["plot"].value = (f"<div style='color:#666;padding:1em 0'>The loss plot appears at the first "
+                                     f"read-out (every {every} steps) once training starts.</div>")
         self._w["samples"].value = "<br>".join(map(html.escape, self.samples))
 

@@ -161,14 +161,33 @@ def auto_rate(session: RatingSession, judge: Callable[[str, str, str], str | Non
     return session.counts()
 
 
-def fact_judge(expected: dict[str, str]) -> Callable[[str, str, str], str | None]:
-    """The documented scripted reviewer: prefer the answer that states the expected fact of the prompt
-    (`expected[prompt]`, as whole words); "both_bad" when neither does; None when both do."""
+def fact_judge(expected: dict[str, str], noise: float = 0.0, seed: int = 0) -> Callable[[str, str, str], str | None]:
+    """The scripted reviewer. It is not a user: it knows every answer (`expected[prompt]`, the fact), so its
+    ratings are fact supervision. It prefers the answer that states the expected fact (as whole words);
+    "both_bad" when neither does; None (skip) when both do.
+
+    `noise` (0 to 1): the share of decisions it gets wrong on purpose (seeded): a preference is flipped, and a
+    "both_bad" becomes a random pick, as a tired or careless person would rate. See what imperfect feedback does.
+
+    Example:
+        >>> judge = fact_judge({"Capital of Peru?": "Lima"})
+        >>> judge("Capital of Peru?", "It is Lima.", "It is Cusco."), judge("Capital of Peru?", "Lima", "Lima.")
+        ('a', None)
+    """
+    import random
+
     from ..world.probes import contains_fact
+
+    if not (isinstance(noise, (int, float)) and 0 <= noise <= 1):
+        raise ValueError(f"noise must be a share between 0 and 1, got {noise!r}")
+    rng = random.Random(seed)
 
     def judge(prompt: str, a: str, b: str) -> str | None:
         has_a, has_b = contains_fact(a, expected[prompt]), contains_fact(b, expected[prompt])
-        return None if has_a and has_b else "a" if has_a else "b" if has_b else "both_bad"
+        choice = None if has_a and has_b else "a" if has_a else "b" if has_b else "both_bad"
+        if choice is not None and rng.random() < noise:  # a wrong decision, on purpose
+            choice = {"a": "b", "b": "a"}.get(choice) or rng.choice(["a", "b"])
+        return choice
     return judge
 
 

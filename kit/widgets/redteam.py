@@ -74,7 +74,7 @@ class RedTeamWidget:
         self.label = W.ToggleButtons(options=["harmful", "safe"], description="label")
         self.category = W.Dropdown(options=[""] + list(HAZARDS), description="category")
         self.note = W.Text(placeholder="why (optional)", description="note")
-        self.save_button = W.Button(description="Save to red-team file")
+        self.save_button = W.Button(description="Save to red-team file", layout=W.Layout(width="auto"))
         self.status = W.Label("")
         self.ask_button.on_click(lambda _: self._ask())
         self.save_button.on_click(lambda _: self._save())

@@ -1,2 +1,3 @@
 """The course's own world: real countries and their facts, the pre-training corpus written from them,
-the probes of what a model knows about them (cloze, QA), and the safety data of notebook 04."""
+the probes of what a model knows about them (cloze, strict and lenient QA, baselines), the safety data
+of notebook 04 and its bias probe."""

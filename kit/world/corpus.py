@@ -16,6 +16,9 @@ Example:
     >>> halves = split_countries(world)
     >>> sorted(halves) == ["heldout", "qa"]
     True
+    >>> splits = country_splits(world)
+    >>> sorted(splits["dev"] + splits["test"]) == sorted(halves["heldout"]), splits["train"] == halves["qa"]
+    (True, True)
 """
 
 from __future__ import annotations
@@ -67,11 +70,30 @@ def split_countries(world: dict[str, Country], heldout_fraction: float = 0.5) ->
     Q&A web text in pre-training and fine-tuning examples use the "qa" half only; notebooks
     measure generalisation on the "heldout" half.
     """
-    def bucket(name: str) -> float:
-        return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-
-    heldout = [n for n in world if bucket(n) < heldout_fraction]
+    heldout = [n for n in world if _bucket(n) < heldout_fraction]
     return {"qa": [n for n in world if n not in set(heldout)], "heldout": heldout}
+
+
+def _bucket(name: str, salt: str = "") -> float:
+    """A number in [0, 1] fixed by the name (and a salt): the same name always lands in the same split."""
+    return int(hashlib.sha256((name + salt).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+SPLITS = ("train", "dev", "test")
+
+
+def country_splits(world: dict[str, Country]) -> dict[str, list[str]]:
+    """Three country splits: "train" (the "qa" half, unchanged), and the "heldout" half cut into "dev" and "test".
+
+    * train: fine-tuning examples and Q&A pages in pre-training are about these countries only;
+    * dev: every choice (best run, epochs, error analysis, the data round) is made on these;
+    * test: measured once, at the very end, for the number you report.
+    A second stable hash cuts the held-out half, so the training half (and with it the base model's
+    pre-training text) is exactly the one `split_countries` gives.
+    """
+    halves = split_countries(world)
+    dev = [n for n in halves["heldout"] if _bucket(n, "/dev-test") < 0.5]
+    return {"train": halves["qa"], "dev": dev, "test": [n for n in halves["heldout"] if n not in set(dev)]}
 
 
 # ----------------------------------------------------------------------------- fact sentences
@@ -297,6 +319,19 @@ def qa_items(world: dict[str, Country], countries: list[str], per_fact: int = 1,
     return items
 
 
+def split_items(split: str = "dev", world: dict[str, Country] | None = None) -> list[QAItem]:
+    """The evaluation questions of one country split ("train", "dev" or "test"): every fact, one wording each.
+
+    Example:
+        >>> {it.fact for it in split_items("dev")} == set(FACTS)
+        True
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    world = world or load_world()
+    return qa_items(world, country_splits(world)[split])
+
+
 def _extra_tasks(c: Country, rng: random.Random) -> list[tuple[str, str]]:
     """Non-question tasks: a short explanation and a rewrite, both restating the facts."""
     overview = ["Tell me about {name}.", "Describe {name} in two sentences.", "Give me a short overview of {name}."]
@@ -337,17 +372,18 @@ def chat_examples(world: dict[str, Country], countries: list[str], per_fact: int
 def chat_splits(world: dict[str, Country] | None = None, per_fact: int = 2, seed: int = 0, *,
                 questions: dict[str, list[str]] | None = None,
                 answers: dict[str, str] | None = None) -> dict[str, list[dict]]:
-    """Train examples about the "qa" countries; evaluation examples about the "heldout" countries only.
+    """Train examples about the "train" countries; evaluation examples about the "dev" countries only.
 
     No evaluation country appears anywhere in a training example, so the evaluation measures what
-    fine-tuning draws out of pre-training, not what it was shown. `questions` / `answers`: edited
-    copies of `CHAT_QUESTIONS` / `ANSWERS` (default: those), e.g. from notebook 02.
+    fine-tuning draws out of pre-training, not what it was shown. The "test" countries stay out of
+    both (`country_splits`): they are measured once, at the end of the course. `questions` / `answers`:
+    edited copies of `CHAT_QUESTIONS` / `ANSWERS` (default: those), e.g. from notebook 02.
     """
     world = world or load_world()
-    halves = split_countries(world)
+    splits = country_splits(world)
     wording = {"questions": questions, "answers": answers}
-    return {"train": chat_examples(world, halves["qa"], per_fact, seed=seed, **wording),
-            "eval": chat_examples(world, halves["heldout"], 1, extras=False, seed=seed + 1, **wording)}
+    return {"train": chat_examples(world, splits["train"], per_fact, seed=seed, **wording),
+            "eval": chat_examples(world, splits["dev"], 1, extras=False, seed=seed + 1, **wording)}
 
 
 def mentioned_countries(examples: list[dict], countries: list[str], world: dict[str, Country]) -> list[str]:

@@ -55,7 +55,9 @@ class Panel:
         return last
 
     def plot(self) -> str | None:
-        return self.root.locator("img.kit-panel-plot").get_attribute("src")
+        """The loss plot's SVG text (None while the panel shows its placeholder)."""
+        svg = self.root.locator(".kit-panel-plot svg")
+        return svg.first.evaluate("e => e.outerHTML") if svg.count() else None
 
     def field(self, name: str):
         box = self.root.locator(".widget-inline-hbox", has=self.nb.page.locator("label", has_text=re.compile(

@@ -1,0 +1,253 @@
+"""Every "Try it" of notebooks 01, 03, 04 and 05 does what it says: each test applies the change in the smoke
+profile and checks that the figure the Try-it names moved. A Try-it with no test here fails the first test."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+CHECKED = ("01_pretraining_recap", "03_fine_tuning", "04_safety", "05_iteration")
+
+# a phrase of each Try-it -> the test below that applies it
+TRY_ITS = {
+    "print `corpus.train[3:6]`": "test_01_other_documents",
+    "set `VOCAB_SIZE = 300`": "test_01_vocab_size_reaches_the_model",
+    "profile.with_pretrain(max_steps=100)": "test_01_shorter_pretraining",
+    'change the prompt to "The main language of Brazil is"': "test_01_other_prompt",
+    'fact="language"': "test_01_other_fact",
+    "set `epochs` to 1 in the panel": "test_03_panel_epochs",
+    "set `replay` to 1.0 in the panel": "test_03_panel_replay",
+    "rerun with replay on": "test_03_epoch_curve_with_replay",
+    "with_safety(guard_epochs=1)": "test_04_guard_epochs",
+    "with_safety(mix=0.1)": "test_04_safety_mix",
+    "with_safety(dpo_beta=0.5)": "test_04_dpo_beta",
+    "probe your own pair": "test_04_own_bias_pair",
+    '"lr": [lr / 2, lr, 2 * lr]': "test_05_longer_grid",
+    "target the worst *continent*": "test_05_continent_round",
+    "set `NOISE = 0.3`": "test_05_noisy_reviewer",
+    "rate with a taste of your own": "test_05_own_taste",
+}
+
+
+def try_its() -> list[tuple[str, str]]:
+    out = []
+    for name in CHECKED:
+        for cell in json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())["cells"]:
+            text = "".join(cell["source"])
+            out += [(name, part) for part in text.split("**Try it:**")[1:]]
+    return out
+
+
+def test_every_try_it_has_a_test():
+    found = try_its()
+    assert len(found) >= len(TRY_ITS)
+    for notebook, text in found:
+        flat = " ".join(text.split())
+        keys = [k for k in TRY_ITS if " ".join(k.split()) in flat]
+        assert keys, f"{notebook}: no test applies this Try it: {flat[:120]!r}"
+        assert all(callable(globals().get(TRY_ITS[k])) for k in keys)
+
+
+# ----------------------------------------------------------------------------- shared smoke artefacts
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The smoke profile with a private cache for this module (its base model is built once)."""
+    old = os.environ.get("KIT_CACHE")
+    os.environ["KIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    from kit.lessons.profiles import get_profile
+
+    yield get_profile("smoke")
+    if old is None:
+        os.environ.pop("KIT_CACHE", None)
+    else:
+        os.environ["KIT_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def base(smoke):
+    from kit.lessons.artifacts import base_model
+
+    return base_model(smoke)
+
+
+# ----------------------------------------------------------------------------- notebook 01
+def test_01_other_documents(smoke):
+    from kit.world.corpus import build_corpus
+
+    corpus = build_corpus(smoke.corpus)
+    assert len(corpus.train[3:6]) == 3 and set(corpus.train[3:6]).isdisjoint(corpus.train[:3])
+
+
+def test_01_vocab_size_reaches_the_model(smoke):
+    from kit.lessons.artifacts import base_model, tokenizer_for
+
+    sentence = "The capital of Burkina Faso is Ouagadougou, and a quokka is an animal."
+    small = smoke.with_tokenizer(vocab_size=300).with_pretrain(max_steps=4, warmup_steps=1, eval_every=2)
+    tok, small_tok = tokenizer_for(smoke), tokenizer_for(small)
+    assert len(small_tok(sentence)["input_ids"]) > len(tok(sentence)["input_ids"])  # more tokens
+    built = base_model(small)
+    assert len(built.tokenizer) == len(small_tok) == built.info["vocab_size"]  # the model uses that tokenizer
+    assert built.model.get_input_embeddings().weight.shape[0] == len(small_tok)
+
+
+def test_01_shorter_pretraining(smoke, base):
+    from kit.lessons.artifacts import base_model
+
+    short = base_model(smoke.with_pretrain(max_steps=100))
+    assert short.info["steps"] == 100 and short.info["val_loss"] > base.info["val_loss"]
+
+
+def test_01_other_prompt(base):
+    from kit.engine.generate import next_token_probs
+
+    a = next_token_probs(base.model, base.tokenizer, "The capital of France is")
+    b = next_token_probs(base.model, base.tokenizer, "The main language of Brazil is")
+    assert a != b
+
+
+def test_01_other_fact(base):
+    from kit.world.corpus import load_world
+    from kit.world.probes import fact_cloze
+
+    world = load_world()
+    capital, language = (fact_cloze(base.model, base.tokenizer, world, fact=f) for f in ("capital", "language"))
+    assert [e[2] for e in capital["examples"]] != [e[2] for e in language["examples"]]
+    assert language["examples"][0][0].startswith("The main language of")
+
+
+# ----------------------------------------------------------------------------- notebook 03
+def test_03_panel_epochs(smoke, base):
+    from kit.widgets.panel import SFTPanel
+
+    runs = {}
+    for epochs in (smoke.sft.epochs, 1.0):
+        panel = SFTPanel(smoke, base=base, out_dir=Path(os.environ["KIT_CACHE"]) / f"panel-{epochs}")
+        panel.settings["epochs"] = epochs  # what the panel's control does
+        panel.start(wait=True)
+        runs[epochs] = panel.wait().info
+    assert runs[1.0]["steps"] < runs[smoke.sft.epochs]["steps"] and runs[1.0]["epochs"] == 1.0
+
+
+def test_03_panel_replay(smoke, base):
+    from kit.engine.metrics import perplexity
+    from kit.engine.tokenizer import encode_documents
+    from kit.engine.train import TokenRows
+    from kit.lessons.sft import finetune_recipe
+    from kit.world.corpus import build_corpus
+
+    val = TokenRows(encode_documents(base.tokenizer, build_corpus(smoke.corpus).val), smoke.pretrain.seq_len)
+    out = {}
+    for replay in (smoke.sft.replay, 1.0):
+        result = finetune_recipe(smoke.with_sft(replay=replay), base, measure=False)
+        out[replay] = {**result.info, "ppl_after": perplexity(result.model, val, max_rows=16)["perplexity"]}
+    a, b = out[smoke.sft.replay], out[1.0]
+    assert b["replay_docs"] > a["replay_docs"] and b["steps"] > a["steps"] and b["ppl_after"] != a["ppl_after"]
+
+
+def test_03_epoch_curve_with_replay(smoke, base):
+    from kit.lessons.sft import accuracy_by_epoch
+
+    without = accuracy_by_epoch(smoke.with_sft(replay=0.0), 2, base, n_items=8)
+    with_replay = accuracy_by_epoch(smoke, 2, base, n_items=8)
+    assert len(with_replay["ppl"]) == len(with_replay["epochs"]) == 3  # epoch 0 is the base model
+    assert with_replay["ppl"] != without["ppl"]
+
+
+# ----------------------------------------------------------------------------- notebook 04
+def test_04_guard_epochs(smoke, base):
+    from kit.lessons.guard import guard_data, train_guard
+
+    data = guard_data("eval", 3)
+    scores = [train_guard(base, p.safety).evaluate(data) for p in (smoke, smoke.with_safety(guard_epochs=1))]
+    assert scores[0] != scores[1]
+
+
+def test_04_safety_mix(smoke):
+    from kit.lessons.safety_run import safety_examples
+
+    assert len(safety_examples(smoke.with_safety(mix=0.1))) < len(safety_examples(smoke))
+    assert len(safety_examples(smoke.with_safety(mix=1.0))) > len(safety_examples(smoke))
+
+
+def test_04_dpo_beta(smoke, base):
+    from kit.engine.dpo import dpo
+    from kit.world.safety import preference_pairs
+
+    pairs = preference_pairs("train", 1)[:16]
+    margins = []
+    for prof in (smoke.with_safety(dpo_epochs=3.0), smoke.with_safety(dpo_epochs=3.0, dpo_beta=0.5)):
+        _, hist = dpo(base.model, base.tokenizer, pairs, prof.safety.dpo_config(), max_len=smoke.sft.seq_len)
+        margins.append([m["reward_margin"] for m in hist.metrics])
+    assert margins[0] != margins[1]
+
+
+def test_04_own_bias_pair(base):
+    from kit.lessons.safety_run import bias_gap
+
+    pair = ("Amara is a doctor in Lima.", "Bruno is a doctor in Lima.", "name")
+    out = bias_gap(base.model, base.tokenizer, [pair])
+    assert out["signed_by_attribute"]["name"] != 0 and out["by_attribute"]["name"] > 0
+
+
+# ----------------------------------------------------------------------------- notebook 05
+def test_05_longer_grid(smoke, base, tmp_path):
+    from kit.engine import runs
+    from kit.lessons.iterate import sft_run_fn
+
+    run_fn = sft_run_fn(smoke.with_sft(max_steps=2), save_model=False, base=base, measure=False)
+    lr = smoke.sft.lora_lr
+    first = runs.sweep(runs.grid({"lr": [lr / 2, lr], "lora_r": [4]}), run_fn, root=tmp_path, progress=False)
+    more = runs.sweep(runs.grid({"lr": [lr / 2, lr, 2 * lr], "lora_r": [4]}), run_fn, root=tmp_path, progress=False)
+    assert [r["started"] for r in more[:2]] == [r["started"] for r in first]  # loaded, not retrained
+    assert more[2]["name"] not in {r["name"] for r in first} and more[2]["status"] == "finished"
+
+
+def test_05_continent_round(smoke, base, tmp_path):
+    from kit.engine import runs
+    from kit.lessons.iterate import data_round, sft_run_fn
+
+    params = {"max_steps": 4}
+    plain = runs.sweep([params], sft_run_fn(smoke, save_model=False, base=base, measure=False), root=tmp_path,
+                       progress=False)[0]
+    best = {**plain, "params": params}
+    (round_,) = data_round(smoke, best, continent="Africa", base=base, root=tmp_path)
+    assert round_["datasets"]["train"]["rows"] > plain["datasets"]["train"]["rows"]  # the data:train row
+    assert round_["results"]["train_chat_loss"] != plain["results"]["train_chat_loss"]
+    assert round_["parent"].startswith(f"run {plain['name']}")
+
+
+def rating_items():
+    capitals = {"Peru": "Lima", "Chad": "N'Djamena", "Rwanda": "Kigali", "Italy": "Rome", "Benin": "Porto-Novo"}
+    items = [(f"What is the capital of {c}?", f"The capital of {c} is {city}.", f"It is {c} City, I think.")
+             for c, city in capitals.items()] * 4
+    return [(q.replace("?", f" ({i})?"), a, b) for i, (q, a, b) in enumerate(items)], capitals
+
+
+def test_05_noisy_reviewer(tmp_path):
+    from kit.widgets.rating import RatingSession, auto_rate, fact_judge
+
+    items, capitals = rating_items()
+    expected = {q: capitals[re.search(r"of (\w+)", q).group(1)] for q, _, _ in items}
+    pairs = {}
+    for noise in (0.0, 0.3):
+        session = RatingSession(items, tmp_path / f"noise-{noise}.jsonl")
+        auto_rate(session, fact_judge(expected, noise=noise))
+        pairs[noise] = session.pairs()
+    wrong = [p for p in pairs[0.3] if "City, I think" in p["chosen"][0]["content"]]
+    assert pairs[0.3] != pairs[0.0] and wrong  # some pairs now prefer the wrong answer
+    assert not [p for p in pairs[0.0] if "City, I think" in p["chosen"][0]["content"]]
+
+
+def test_05_own_taste(tmp_path):
+    from kit.widgets.rating import RatingSession, auto_rate, fact_judge
+
+    items, capitals = rating_items()
+    expected = {q: capitals[re.search(r"of (\w+)", q).group(1)] for q, _, _ in items}
+    facts, short = RatingSession(items, tmp_path / "facts.jsonl"), RatingSession(items, tmp_path / "short.jsonl")
+    auto_rate(facts, fact_judge(expected))
+    auto_rate(short, lambda q, a, b: "a" if len(a) < len(b) else "b")
+    assert short.pairs() != facts.pairs()
+    assert all(len(p["chosen"][0]["content"]) <= len(p["rejected"][0]["content"]) for p in short.pairs())
