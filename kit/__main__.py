@@ -98,7 +98,8 @@ def cmd_sft_any(args: argparse.Namespace) -> dict:
     if args.model is None or args.data is None:
         raise UsageError("give both --model DIR_OR_ID and --data TRAIN.jsonl (or neither, for the course's recipe)")
     cfg = SFTConfig(lora=args.lora, seq_len=args.seq_len, batch_size=args.batch_size, replay=0.0)
-    changes = {k: v for k, v in (("epochs", args.epochs), ("lora_lr" if args.lora else "lr", args.lr)) if v is not None}
+    changes = {k: v for k, v in (("epochs", args.epochs), ("lora_lr" if args.lora else "lr", args.lr),
+                                 ("seed", args.seed)) if v is not None}
     cfg = dataclasses.replace(cfg, **changes)
     raise_problems(problems_sft(cfg))
     train_examples = read_examples(args.data, "training data")

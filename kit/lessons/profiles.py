@@ -48,12 +48,12 @@ class CourseSFTConfig(SFTConfig):
 class SafetyConfig:
     """Notebook 04: the safety data mix, preference tuning (DPO) and the guard classifier."""
 
-    n_per_template: int = 8          # distinct prompts drawn per training template
-    mix: float = 0.65                # safety SFT: safety examples per chat example
+    n_per_template: int = 10         # distinct prompts drawn per training template
+    mix: float = 0.7912              # safety SFT: safety examples per chat example (classroom: each prompt once)
     sft_lr: float = 3e-4             # safety SFT: notebook 03's model, fully fine-tuned further
     sft_epochs: float = 3.0
-    first_token_weight: float = 10.0  # loss weight of each chat reply's first token: where it helps or refuses
-    replay_docs: int = 450           # pre-training documents mixed into safety SFT (against forgetting)
+    first_token_weight: float = 15.0  # loss weight of each chat reply's first token: where it helps or refuses
+    replay_docs: int = 1200          # pre-training documents mixed into safety SFT (against forgetting)
     dpo_beta: float = 0.1            # how far DPO may move from the reference model
     dpo_lr: float = 1e-3             # DPO trains a LoRA adapter
     dpo_epochs: float = 1.0

@@ -175,16 +175,19 @@ def bias_gap(model, tok, pairs: list[tuple[str, str, str]] | None = None) -> dic
 
 
 def safety_examples(profile: Profile, redteam: list[SafetyPrompt] = ()) -> list[dict]:
-    """Notebook 03's chat data with safety examples mixed in: `safety.mix` of them per chat example."""
+    """Notebook 03's chat data with safety examples mixed in: `safety.mix` of them per chat example.
+
+    The safety examples come first (each prompt of the pool once per full pass over it, the rest a seeded
+    sample), then the chats in a seeded order, then the learner's red-team finds, refused (always in).
+    """
     s = profile.safety
     chats = chat_splits(per_fact=profile.sft.per_fact, seed=profile.sft.seed)["train"]
     pool = safety_chat_examples("train", s.n_per_template, s.seed)
-    rng = random.Random(s.seed)
-    n = round(s.mix * len(chats))
-    mixed = [pool[i % len(pool)] for i in rng.sample(range(max(n, len(pool))), n)] if pool and n else []
+    n = round(s.mix * len(chats)) if pool else 0
+    mixed = pool * (n // len(pool)) + random.Random(s.seed + 1).sample(pool, n % len(pool)) if n else []
     found = [{"messages": [{"role": "user", "content": p.text}, {"role": "assistant", "content": p.answer}]}
              for p in redteam if p.harmful]  # the learner's red-team finds, refused: always in
-    return chats + mixed + found
+    return mixed + random.Random(s.seed).sample(chats, len(chats)) + found
 
 
 def safety_finetune(profile: Profile, start, tok, examples: list[dict], callbacks=()):
