@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from dataclasses import dataclass
 
@@ -79,6 +80,7 @@ def shutdown() -> None:
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()  # work objects and groups held only by reference cycles go now, not during finalisation
 
 
 def device_settings(device: torch.device, cpu_threads: int, tf32: bool) -> None:
