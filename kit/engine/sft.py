@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .config import SFTConfig, problems_sft, raise_problems
 from .evaluation import evaluate_chat
 from .models import add_lora, count_params, merge_lora
 from .packing import PackedChat
 from .tokenizer import prepare
-from .train import IGNORE, History, train
+from .train import IGNORE, History, token_losses, train
 
 
 class KindLoss:
@@ -41,10 +40,7 @@ class KindLoss:
         self.sums = self.counts = None
 
     def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                       position_ids=batch.get("position_ids")).logits  # (B, T, V)
-        labels = batch["labels"].flatten()  # (B*T,)
-        losses = F.cross_entropy(logits.flatten(0, 1).float(), labels, ignore_index=IGNORE, reduction="none")
+        losses, labels = token_losses(model, batch)  # (B*T,) each
         if torch.is_grad_enabled() and "kind" in batch:  # training steps only, not validation passes
             kind = batch["kind"].flatten()
             kinds = torch.stack([kind != 1, kind == 1]) & (labels != IGNORE)  # (2, B*T): chat (0, 2), replay (1)

@@ -85,19 +85,26 @@ def batches(data, batch_size: int, seed: int, skip: int = 0) -> Iterator[dict[st
 
 
 # ----------------------------------------------------------------------------- objectives
+def token_losses(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-token next-token cross-entropy (B*T,), 0 where IGNORE; the labels (B*T,)) of a batch, unweighted."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                   position_ids=batch.get("position_ids")).logits  # (B, T, V)
+    labels = batch["labels"].flatten()  # (B*T,), already aligned with the logits
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels, ignore_index=IGNORE, reduction="none"), labels
+
+
 def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token cross-entropy summed over every label that is not IGNORE.
 
     Also the SFT objective: packed chat rows carry IGNORE outside the assistant replies, their own
     `position_ids`, and a (B, 1, T, T) block-diagonal `attention_mask`.
     """
+    if "weights" in batch:  # per-token loss weights (e.g. the first token of each reply counted more)
+        per_token, labels = token_losses(model, batch)
+        return (per_token * batch["weights"].flatten()).sum(), (labels != IGNORE).sum()
     logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
                    position_ids=batch.get("position_ids")).logits  # (B, T, V)
     labels = batch["labels"]  # (B, T), already aligned with the logits
-    if "weights" in batch:  # per-token loss weights (e.g. the first token of each reply counted more)
-        per_token = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE,
-                                    reduction="none")  # (B*T,), 0 where IGNORE
-        return (per_token * batch["weights"].flatten()).sum(), (labels != IGNORE).sum()
     loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
     return loss, (labels != IGNORE).sum()
 
