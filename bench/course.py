@@ -50,6 +50,7 @@ class NotebookRun:
     seconds: float
     figures: dict = field(default_factory=dict)  # name -> value, or an error string
     error: str | None = None                     # the cell that failed, and how
+    slowest: list = field(default_factory=list)  # [(seconds, cell index, its first line)], slowest first
 
 
 @dataclass
@@ -134,12 +135,26 @@ def run_notebook(path: Path, exprs: dict[str, str], html_out: Path | None, timeo
                 if line.startswith(MARK):
                     figures = json.loads(line[len(MARK):])
     nb.cells = nb.cells[:n_cells]
+    slowest = sorted((t, i, (c.source.strip().splitlines() or [''])[0][:60]) for i, c in enumerate(nb.cells)
+                     if c.cell_type == "code" and (t := cell_seconds(c)) is not None)[::-1][:5]
     if html_out is not None:
         from nbconvert import HTMLExporter
 
         html_out.parent.mkdir(parents=True, exist_ok=True)
         html_out.write_text(HTMLExporter().from_notebook_node(nb)[0], encoding="utf-8")
-    return NotebookRun(seconds, figures, error)
+    return NotebookRun(seconds, figures, error, slowest)
+
+
+def cell_seconds(cell) -> float | None:
+    """How long a code cell ran, from the timestamps nbclient records in its metadata (None if it did not run)."""
+    from datetime import datetime
+
+    stamps = cell.get("metadata", {}).get("execution", {})
+    start, end = stamps.get("iopub.execute_input"), stamps.get("shell.execute_reply")
+    if not (start and end):
+        return None
+    parse = lambda t: datetime.fromisoformat(t.replace("Z", "+00:00"))  # noqa: E731
+    return round((parse(end) - parse(start)).total_seconds(), 1)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -283,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         run = run_notebook(path, exprs, html, args.timeout)
         print(f"  {path.name}: {run.seconds:.1f} s, {'ok' if run.error is None else 'FAILED'}", file=sys.stderr,
               flush=True)
+        for secs, i, first in run.slowest:  # where the time went: the slowest cells
+            print(f"    cell {i:>2} {secs:7.1f} s  {first}", file=sys.stderr, flush=True)
         return run
 
     t0 = time.perf_counter()

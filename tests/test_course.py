@@ -190,3 +190,11 @@ def test_the_expected_table_reads_names_each_notebook_defines():
             assert not unknown, f"figure '{row['figure']}' reads {sorted(unknown)}, which {path.name} never defines"
         else:
             assert what.split()[0] in ("base", "sft")
+
+
+def test_cell_seconds_reads_nbclient_timestamps():
+    cell = nbformat.v4.new_code_cell("x = 1")
+    assert course.cell_seconds(cell) is None  # never ran
+    cell.metadata["execution"] = {"iopub.execute_input": "2026-11-28T10:00:00.000000Z",
+                                  "shell.execute_reply": "2026-11-28T10:01:02.500000Z"}
+    assert course.cell_seconds(cell) == 62.5

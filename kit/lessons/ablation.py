@@ -1,14 +1,14 @@
-"""Why only half the countries have Q&A pages: the ablation that shows it (notebook 01).
+"""Do the Q&A pages about half of the countries help? The ablation that tests it (notebook 01).
 
 Pre-training reads every fact of every country in encyclopedic prose, and Q&A pages ("Q: What is the
 capital of Peru? A: The capital of Peru is Lima.") about the "train" half only. Fine-tuning then asks
-about the other half. The Q&A pages teach the model that stored facts can be asked for and recalled;
-without them, facts it read only in prose are much harder to draw out by fine-tuning (Allen-Zhu & Li,
-"Physics of Language Models, part 3.1": knowledge must be made extractable during pre-training).
+about the other half. The hypothesis (Allen-Zhu & Li, "Physics of Language Models, part 3.1"): Q&A data
+about part of the population makes the rest's facts easier to draw out by fine-tuning. On the classroom
+profile it did not hold (dev QA strict 0.636 with the pages, 0.722 without; notebook 01 says more).
 
 `qa_pages_ablation(profile)` pre-trains a second base model with `qa_per_country=0` (no Q&A pages at all),
 fine-tunes both with the same recipe, and compares their dev QA on the same questions. Both models are
-cached (`sft_model`), so the second call takes seconds.
+cached (`sft_model`), so the second call takes seconds; `ablation_cached(profile)` says whether it would.
 
 Example:
     >>> out = qa_pages_ablation(get_profile("classroom"))      # doctest: +SKIP
@@ -18,12 +18,19 @@ Example:
 
 from __future__ import annotations
 
-from .artifacts import sft_model
+from ..engine.cache import is_complete
+from .artifacts import sft_entry, sft_model
 from .profiles import Profile, get_profile
 from .sft import compare_runs
 
 KEYS = ("heldout_qa_strict", "heldout_qa_strict_ci", "heldout_qa_accuracy", "format_rate", "base_heldout_qa_strict",
         "cloze_after_heldout_countries")
+
+
+def ablation_cached(profile: Profile | str | None = None) -> bool:
+    """True when both fine-tuned models of the ablation are in the cache (the ablation then takes seconds)."""
+    profile = get_profile(profile)
+    return all(is_complete(sft_entry(p)) for p in (profile, profile.with_corpus(qa_per_country=0)))
 
 
 def qa_pages_ablation(profile: Profile | str | None = None, callbacks=()) -> dict:

@@ -81,6 +81,12 @@ def base_entry(profile: Profile) -> Path:
     return cache_root() / "base" / f"{profile.name}-{key}"
 
 
+def sft_entry(profile: Profile) -> Path:
+    """Where `sft_model(profile)` is cached (its key: the base model's entry, the SFT settings, the versions)."""
+    key = entry_key(base_entry(profile).name, to_dict(profile.sft), DATA_VERSION, RECIPE_VERSION)
+    return cache_root() / "sft" / f"{profile.name}-{key}"
+
+
 def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, resume: bool | None = None,
                fresh: bool = False, callbacks: Sequence = ()) -> BaseModel:
     """The pre-trained base model of a profile: loaded from the cache, or built (and cached) first.
@@ -151,8 +157,7 @@ def sft_model(profile: Profile | str | None = None, *, rebuild: bool = False, ca
 
     profile = get_profile(profile)
     base = base_model(profile)
-    key = entry_key(base.path.name, to_dict(profile.sft), DATA_VERSION, RECIPE_VERSION)
-    entry = cache_root() / "sft" / f"{profile.name}-{key}"
+    entry = sft_entry(profile)
     remove_stale_temps(entry)
     if rebuild or not is_complete(entry):
         if not is_writable(cache_root()):

@@ -131,7 +131,7 @@ def train_guard(base, cfg: SafetyConfig, *, device: str = "auto", callbacks=(), 
         model = AutoModelForSequenceClassification.from_pretrained(base.path / "model", num_labels=len(LABELS))
     finally:
         logging.set_verbosity(verbosity)
-    rows = TextRows(guard_data("train", cfg.n_per_template, cfg.seed), base.tokenizer)
+    rows = TextRows(guard_data("train", cfg.guard_per_template, cfg.seed), base.tokenizer)
     steps = max(1, round(cfg.guard_epochs * len(rows) / cfg.batch_size))
     tcfg = TrainConfig(max_steps=steps, batch_size=cfg.batch_size, seq_len=96, lr=cfg.guard_lr,
                        warmup_steps=max(1, steps // 10), weight_decay=0.0, eval_every=0,

@@ -48,8 +48,8 @@ class CourseSFTConfig(SFTConfig):
 class SafetyConfig:
     """Notebook 04: the safety data mix, preference tuning (DPO) and the guard classifier."""
 
-    n_per_template: int = 10         # distinct prompts drawn per training template
-    mix: float = 0.7912              # safety SFT: safety examples per chat example (classroom: each prompt once)
+    n_per_template: int = 12         # distinct prompts drawn per training template
+    mix: float = 0.9495              # safety SFT: safety examples per chat example (classroom: 864, each prompt once)
     sft_lr: float = 3e-4             # safety SFT: notebook 03's model, fully fine-tuned further
     sft_epochs: float = 3.0
     first_token_weight: float = 15.0  # loss weight of each chat reply's first token: where it helps or refuses
@@ -60,8 +60,9 @@ class SafetyConfig:
     dpo_lora_r: int = 16
     dpo_sft_weight: float = 1.0      # SFT anchor on the chosen reply (0 = plain DPO)
     pairs_per_template: int = 3      # DPO: preference pairs drawn per training template
+    guard_per_template: int = 10     # the guard: distinct prompts (and replies) per training template
     guard_lr: float = 1e-3           # the guard: the base model with a 3-way head, fully fine-tuned
-    guard_epochs: float = 4.0
+    guard_epochs: float = 2.0
     batch_size: int = 16
     max_new_tokens: int = 32         # replies to safety prompts (a refusal shows in the first words)
     seed: int = 0
@@ -134,8 +135,8 @@ PROFILES: dict[str, Profile] = {
         pretrain=TrainConfig(max_steps=150, batch_size=8, seq_len=96, lr=5e-3, warmup_steps=10,
                              eval_every=50, eval_batches=2, log_every=10, checkpoint_every=50),
         sft=CourseSFTConfig(epochs=2.0, per_fact=1, lr=3e-3, lora_lr=1e-2),
-        safety=SafetyConfig(n_per_template=2, guard_epochs=2.0, dpo_epochs=0.5, max_new_tokens=16, sft_lr=3e-3,
-                            sft_epochs=1.0, replay_docs=40),
+        safety=SafetyConfig(n_per_template=2, mix=0.7912, guard_per_template=2, guard_epochs=2.0, dpo_epochs=0.5,
+                            max_new_tokens=16, sft_lr=3e-3, sft_epochs=1.0, replay_docs=40),
     ),
     "classroom": Profile(
         name="classroom",
@@ -145,6 +146,7 @@ PROFILES: dict[str, Profile] = {
         corpus=CorpusConfig(bios_per_country=12, qa_per_country=4, stories=300),
         pretrain=TrainConfig(max_steps=480, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=40,
                              eval_every=120, eval_batches=8, log_every=10, checkpoint_every=120),
+        sft=CourseSFTConfig(epochs=2.0),  # notebook 03's epoch curve: a third epoch added nothing on dev
     ),
     "gpu": Profile(
         name="gpu",
@@ -204,8 +206,8 @@ def validate_profile(p: Profile) -> None:
     if not (isinstance(p.sft.per_fact, int) and p.sft.per_fact > 0):
         problems.append(f"sft.per_fact must be a positive integer, got {p.sft.per_fact!r}")
     s = p.safety
-    for f in ("n_per_template", "pairs_per_template", "guard_lr", "guard_epochs", "max_new_tokens", "sft_lr",
-              "sft_epochs", "first_token_weight"):
+    for f in ("n_per_template", "guard_per_template", "pairs_per_template", "guard_lr", "guard_epochs",
+              "max_new_tokens", "sft_lr", "sft_epochs", "first_token_weight"):
         v = getattr(s, f)
         if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and v != float("inf")):
             problems.append(f"safety.{f} must be a positive number, got {v!r}")
