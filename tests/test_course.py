@@ -198,3 +198,9 @@ def test_cell_seconds_reads_nbclient_timestamps():
     cell.metadata["execution"] = {"iopub.execute_input": "2026-11-28T10:00:00.000000Z",
                                   "shell.execute_reply": "2026-11-28T10:01:02.500000Z"}
     assert course.cell_seconds(cell) == 62.5
+
+
+def test_course_seconds_count_the_build_and_notebooks_01_to_05():
+    report = course.Report("smoke", build_seconds=10.0,
+                           notebook_seconds={"01_a": 1.0, "05_b": 2.0, "06_c": 100.0})
+    assert course.course_seconds(report) == 13.0 and course.total_seconds(report) == 113.0

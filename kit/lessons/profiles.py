@@ -62,7 +62,7 @@ class SafetyConfig:
     pairs_per_template: int = 3      # DPO: preference pairs drawn per training template
     guard_per_template: int = 10     # the guard: distinct prompts (and replies) per training template
     guard_lr: float = 1e-3           # the guard: the base model with a 3-way head, fully fine-tuned
-    guard_epochs: float = 2.0
+    guard_epochs: float = 1.5
     batch_size: int = 16
     max_new_tokens: int = 32         # replies to safety prompts (a refusal shows in the first words)
     seed: int = 0

@@ -46,7 +46,7 @@ class SFTPanel:
 
     def __init__(self, profile=None, base=None, examples: list[dict] | None = None, *, model=None, tokenizer=None,
                  train: list[dict] | None = None, eval: list[dict] | None = None, config: SFTConfig | None = None,
-                 out_dir: str | Path | None = "runs/panel", prompts=None, sample_every: int = 10):
+                 out_dir: str | Path | None = "runs/panel", prompts=None, sample_every: int = 20):
         if profile is None and (model is None or tokenizer is None or not train):
             raise ValueError("SFTPanel needs a course profile (SFTPanel(profile, base)), or a model, its tokenizer "
                              "and training examples (SFTPanel(model=..., tokenizer=..., train=[...]))")

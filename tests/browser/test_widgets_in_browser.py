@@ -188,7 +188,7 @@ def test_rating_click_is_saved_in_notebook_05(browser, lab, shots, timings):
         nb.wait_done(rating, 300)
         out = nb.cell(rating)
         assert "A is better" in out.inner_text(), f"no rating widget: {nb.output_text(rating)[:300]}"
-        log = lab["dir"] / "data" / "feedback-browser-check.ratings.jsonl"
+        log = lab["dir"] / "data" / "feedback-smoke-browser-check.ratings.jsonl"
         assert _lines(log) == [], "the ratings file has decisions before any click"
         out.locator("button", has_text="A is better").click()
         decisions = wait_for(lambda: _lines(log), 30, "one click gives one decision in the ratings file")
