@@ -4,7 +4,7 @@ Pre-training reads every fact of every country in encyclopedic prose, and Q&A pa
 capital of Peru? A: The capital of Peru is Lima.") about the "train" half only. Fine-tuning then asks
 about the other half. The hypothesis (Allen-Zhu & Li, "Physics of Language Models, part 3.1"): Q&A data
 about part of the population makes the rest's facts easier to draw out by fine-tuning. On the classroom
-profile it did not hold (dev QA strict 0.636 with the pages, 0.722 without; notebook 01 says more).
+profile it did not hold (dev QA strict 0.659 with the pages, 0.705 without; notebook 01 says more).
 
 `qa_pages_ablation(profile)` pre-trains a second base model with `qa_per_country=0` (no Q&A pages at all),
 fine-tunes both with the same recipe, and compares their dev QA on the same questions. Both models are
