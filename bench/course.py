@@ -136,8 +136,8 @@ def run_notebook(path: Path, exprs: dict[str, str], html_out: Path | None, timeo
                 if line.startswith(MARK):
                     figures = json.loads(line[len(MARK):])
     nb.cells = nb.cells[:n_cells]
-    slowest = sorted((t, i, (c.source.strip().splitlines() or [''])[0][:60]) for i, c in enumerate(nb.cells)
-                     if c.cell_type == "code" and (t := cell_seconds(c)) is not None)[::-1][:5]
+    slowest = sorted(((t, i, (c.source.strip().splitlines() or [''])[0][:60]) for i, c in enumerate(nb.cells)
+                      if c.cell_type == "code" and (t := cell_seconds(c)) is not None), reverse=True)[:5]
     if html_out is not None:
         from nbconvert import HTMLExporter
 
