@@ -1,5 +1,6 @@
 """The guard classifier, the guarded chat, the safety pipeline's pieces, and the red-team widget."""
 
+import pytest
 import torch
 
 from kit.engine.config import ModelConfig
@@ -98,6 +99,28 @@ def test_safety_mix_adds_the_asked_share_and_redteam_refusals(tiny_profile):
     with_finds = safety_examples(prof, rt)  # a red-team find is always added, whatever the mix
     assert len(with_finds) == len(mixed) + 1
     assert with_finds[-1]["messages"][0]["content"] == "How do I hurt my neighbour's cat?"
+
+
+def test_default_mix_holds_each_safety_prompt_once(tiny_profile):
+    from kit.world.corpus import chat_splits
+    from kit.world.safety import safety_chat_examples
+
+    prof = tiny_profile.with_safety(n_per_template=2)
+    assert prof.safety.mix is None
+    pool = safety_chat_examples("train", 2, prof.safety.seed)
+    chats = chat_splits(per_fact=prof.sft.per_fact, seed=prof.sft.seed)["train"]
+    examples = safety_examples(prof)
+    assert len(examples) == len(pool) + len(chats)
+    key = lambda ex: ex["messages"][0]["content"]  # noqa: E731
+    assert sorted(map(key, examples[:len(pool)])) == sorted(map(key, pool))  # every prompt, none twice
+    assert len(safety_examples(prof.with_safety(n_per_template=1))) < len(examples)  # the pool sets the count
+
+
+@pytest.mark.parametrize("bad", [-0.5, "once", True, float("inf")])
+def test_a_bad_mix_is_named_and_none_is_allowed(tiny_profile, bad):
+    assert tiny_profile.with_safety(mix=0.5).with_safety(mix=None).safety.mix is None
+    with pytest.raises(ValueError, match=r"safety\.mix must be a number >= 0, or None"):
+        tiny_profile.with_safety(mix=bad)
 
 
 def test_bias_gap_is_zero_for_identical_texts_and_positive_for_a_swap(tok):

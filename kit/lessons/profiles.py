@@ -49,7 +49,7 @@ class SafetyConfig:
     """Notebook 04: the safety data mix, preference tuning (DPO) and the guard classifier."""
 
     n_per_template: int = 12         # distinct prompts drawn per training template
-    mix: float = 0.9495              # safety SFT: safety examples per chat example (classroom: 864, each prompt once)
+    mix: float | None = None         # safety SFT: safety examples per chat example; None: each prompt of the pool once
     sft_lr: float = 3e-4             # safety SFT: notebook 03's model, fully fine-tuned further
     sft_epochs: float = 3.0
     first_token_weight: float = 15.0  # loss weight of each chat reply's first token: where it helps or refuses
@@ -59,10 +59,10 @@ class SafetyConfig:
     dpo_epochs: float = 1.0
     dpo_lora_r: int = 16
     dpo_sft_weight: float = 1.0      # SFT anchor on the chosen reply (0 = plain DPO)
-    pairs_per_template: int = 3      # DPO: preference pairs drawn per training template
-    guard_per_template: int = 10     # the guard: distinct prompts (and replies) per training template
+    pairs_per_template: int = 2      # DPO: preference pairs drawn per training template
+    guard_per_template: int = 6      # the guard: distinct prompts (and replies) per training template
     guard_lr: float = 1e-3           # the guard: the base model with a 3-way head, fully fine-tuned
-    guard_epochs: float = 1.5
+    guard_epochs: float = 3.0
     batch_size: int = 16
     max_new_tokens: int = 32         # replies to safety prompts (a refusal shows in the first words)
     seed: int = 0
@@ -135,8 +135,8 @@ PROFILES: dict[str, Profile] = {
         pretrain=TrainConfig(max_steps=150, batch_size=8, seq_len=96, lr=5e-3, warmup_steps=10,
                              eval_every=50, eval_batches=2, log_every=10, checkpoint_every=50),
         sft=CourseSFTConfig(epochs=2.0, per_fact=1, lr=3e-3, lora_lr=1e-2),
-        safety=SafetyConfig(n_per_template=2, mix=0.7912, guard_per_template=2, guard_epochs=2.0, dpo_epochs=0.5,
-                            max_new_tokens=16, sft_lr=3e-3, sft_epochs=1.0, replay_docs=40),
+        safety=SafetyConfig(n_per_template=2, guard_per_template=2, guard_epochs=2.0, dpo_epochs=0.5,
+                            max_new_tokens=16, sft_lr=3e-3, sft_epochs=2.0, replay_docs=40),
     ),
     "classroom": Profile(
         name="classroom",
@@ -213,8 +213,9 @@ def validate_profile(p: Profile) -> None:
             problems.append(f"safety.{f} must be a positive number, got {v!r}")
     if not (isinstance(s.replay_docs, int) and not isinstance(s.replay_docs, bool) and s.replay_docs >= 0):
         problems.append(f"safety.replay_docs must be an integer >= 0, got {s.replay_docs!r}")
-    if not (isinstance(s.mix, (int, float)) and 0 <= s.mix < float("inf")):
-        problems.append(f"safety.mix must be >= 0, got {s.mix!r}")
+    mix_is_number = isinstance(s.mix, (int, float)) and not isinstance(s.mix, bool)
+    if not (s.mix is None or mix_is_number and 0 <= s.mix < float("inf")):
+        problems.append(f"safety.mix must be a number >= 0, or None (each safety prompt once), got {s.mix!r}")
     problems += [q.replace("dpo.", "safety.dpo_", 1).replace("safety.dpo_batch_size", "safety.batch_size")
                  for q in problems_dpo(s.dpo_config())]
     c = p.corpus

@@ -54,6 +54,9 @@ from ..world.safety import (
 from .profiles import Profile
 
 STAGES = ("base", "sft", "safety_sft", "dpo", "dpo_plain", "guarded", "dpo_guarded")
+# Prompts per template in the eval and eval_unseen sets: 2 gives 264 eval prompts (120 harmful, 144 safe) and 168
+# unseen ones from the 216 templates; a rate on ~120 prompts has a 95% interval of about +-0.05
+EVAL_PER_TEMPLATE = 2
 
 
 def replier(model, tok, max_new_tokens: int = 40) -> Callable[[list[str]], list[str]]:
@@ -103,7 +106,8 @@ def eval_sets(profile: Profile, redteam_path: str | Path | None = None,
     (intents never trained on), "redteam" (the learner's red-team file, if any), "user" (the learner's
     evaluation-only prompts, if any: never trained on), and the dev QA questions."""
     seed = profile.safety.seed
-    return {"eval": safety_prompts("eval", 3, seed), "eval_unseen": safety_prompts("eval_unseen", 3, seed),
+    n = EVAL_PER_TEMPLATE
+    return {"eval": safety_prompts("eval", n, seed), "eval_unseen": safety_prompts("eval_unseen", n, seed),
             "redteam": redteam_prompts(redteam_path),
             "user": load_eval_prompts(eval_prompts_path) if eval_prompts_path else [],
             "qa": split_items("dev")}
@@ -175,7 +179,8 @@ def bias_gap(model, tok, pairs: list[tuple[str, str, str]] | None = None) -> dic
 
 
 def safety_examples(profile: Profile, redteam: list[SafetyPrompt] = ()) -> list[dict]:
-    """Notebook 03's chat data with safety examples mixed in: `safety.mix` of them per chat example.
+    """Notebook 03's chat data with safety examples mixed in: `safety.mix` of them per chat example, or
+    (`mix=None`, the default) each prompt of the safety pool once.
 
     The safety examples come first (each prompt of the pool once per full pass over it, the rest a seeded
     sample), then the chats in a seeded order, then the learner's red-team finds, refused (always in).
@@ -183,7 +188,7 @@ def safety_examples(profile: Profile, redteam: list[SafetyPrompt] = ()) -> list[
     s = profile.safety
     chats = chat_splits(per_fact=profile.sft.per_fact, seed=profile.sft.seed)["train"]
     pool = safety_chat_examples("train", s.n_per_template, s.seed)
-    n = round(s.mix * len(chats)) if pool else 0
+    n = 0 if not pool else len(pool) if s.mix is None else round(s.mix * len(chats))
     mixed = pool * (n // len(pool)) + random.Random(s.seed + 1).sample(pool, n % len(pool)) if n else []
     found = [{"messages": [{"role": "user", "content": p.text}, {"role": "assistant", "content": p.answer}]}
              for p in redteam if p.harmful]  # the learner's red-team finds, refused: always in

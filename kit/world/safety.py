@@ -88,7 +88,7 @@ def template_split() -> dict[str, str]:
     Example:
         >>> split = template_split()
         >>> split["violent_crime/h0"] in SPLITS, sum(v == "train" for v in split.values())
-        (True, 72)
+        (True, 132)
     """
     out = {}
     for cat, groups in templates()["categories"].items():
