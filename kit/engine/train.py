@@ -85,12 +85,18 @@ def batches(data, batch_size: int, seed: int, skip: int = 0) -> Iterator[dict[st
 
 
 # ----------------------------------------------------------------------------- objectives
+def _logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's next-token logits (B, T, V) for a batch (packed rows bring their own mask and positions)."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                 position_ids=batch.get("position_ids")).logits
+
+
 def token_losses(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-token next-token cross-entropy (B*T,), 0 where IGNORE; the labels (B*T,)) of a batch, unweighted."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                   position_ids=batch.get("position_ids")).logits  # (B, T, V)
     labels = batch["labels"].flatten()  # (B*T,), already aligned with the logits
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels, ignore_index=IGNORE, reduction="none"), labels
+    losses = F.cross_entropy(_logits(model, batch).flatten(0, 1).float(), labels, ignore_index=IGNORE,
+                             reduction="none")
+    return losses, labels
 
 
 def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,10 +108,9 @@ def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     if "weights" in batch:  # per-token loss weights (e.g. the first token of each reply counted more)
         per_token, labels = token_losses(model, batch)
         return (per_token * batch["weights"].flatten()).sum(), (labels != IGNORE).sum()
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                   position_ids=batch.get("position_ids")).logits  # (B, T, V)
     labels = batch["labels"]  # (B, T), already aligned with the logits
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+    loss = F.cross_entropy(_logits(model, batch).flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE,
+                           reduction="sum")
     return loss, (labels != IGNORE).sum()
 
 
