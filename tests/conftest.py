@@ -44,3 +44,20 @@ def cache(tmp_path, monkeypatch):
     """A private artefact cache for the test (KIT_CACHE)."""
     monkeypatch.setenv("KIT_CACHE", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def standin(tmp_path_factory):
+    """The real chat model's fast stand-in: SmolLM2's tokenizer, chat template, embeddings and first 2 of its 30
+    blocks, converted once per test session into a cache of its own (never the full model: that is minutes)."""
+    from kit.engine.models import load
+
+    old = os.environ.get("KIT_CACHE")
+    os.environ["KIT_CACHE"] = str(tmp_path_factory.mktemp("standin-cache"))
+    try:
+        return load("smollm2", layers=2)
+    finally:
+        if old is None:
+            os.environ.pop("KIT_CACHE", None)
+        else:
+            os.environ["KIT_CACHE"] = old

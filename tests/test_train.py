@@ -126,3 +126,51 @@ def test_paused_time_is_not_training_time():
     hist = train(model, pattern_rows(), cfg, callbacks=[PauseOnce()], pause=pause)
     wall = time.perf_counter() - t0
     assert wall >= 0.8 and hist.seconds <= wall - 0.7  # the 0.8 s pause is left out of the training time
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "phi3", "gpt2", "gpt_neox"])
+def test_the_loss_runs_the_output_layer_only_where_a_label_is_and_equals_the_whole_pass(arch):
+    import torch.nn.functional as F
+    from hubstyle import tiny_model
+
+    from kit.engine.train import IGNORE, causal_lm_loss, split_head, token_losses
+
+    model = tiny_model(arch, vocab_size=96).eval()  # no dropout: the two ways must give the same numbers
+    torch.manual_seed(0)
+    ids = torch.randint(0, 96, (2, 12))
+    labels = ids.roll(-1, 1).masked_fill(torch.rand(2, 12) < 0.6, IGNORE)
+    batch = {"input_ids": ids, "labels": labels}
+    full = F.cross_entropy(model(input_ids=ids).logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
+                           reduction="sum")
+    loss, n = causal_lm_loss(model, batch)
+    assert torch.allclose(loss, full, rtol=1e-4) and n == (labels != IGNORE).sum()
+    per_token, _ = token_losses(model, batch)
+    assert torch.allclose(per_token.sum(), full, rtol=1e-4) and (per_token[labels.flatten() == IGNORE] == 0).all()
+    assert split_head(model) is not None  # every one of these architectures splits: logits = head(last state)
+    calls = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
+    causal_lm_loss(model, batch)
+    hook.remove()
+    assert calls == [torch.Size([int(n), calls[0][-1]])]  # the output layer saw the labelled positions only
+
+
+def test_a_model_that_changes_its_logits_keeps_the_whole_pass():
+    from kit.engine.train import IGNORE, causal_lm_loss, split_head
+
+    model = create(ModelConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=2, intermediate_size=64), 64)
+    plain_forward = model.forward
+
+    def capped(*a, **k):  # a logit cap after the output layer, as Gemma 2 has: head(state) is not the logits
+        out = plain_forward(*a, **k)
+        out.logits = 5 * torch.tanh(out.logits / 5)
+        return out
+
+    model.forward = capped
+    assert split_head(model) is None
+    ids = torch.randint(0, 64, (1, 8))
+    labels = ids.roll(-1, 1)
+    labels[0, -1] = IGNORE
+    loss, _ = causal_lm_loss(model, {"input_ids": ids, "labels": labels})
+    expected = torch.nn.functional.cross_entropy(capped(input_ids=ids).logits[0, :-1], labels[0, :-1],
+                                                 reduction="sum")
+    assert torch.allclose(loss, expected, rtol=1e-5)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CHECKED = ("01_pretraining_recap", "03_fine_tuning", "04_safety", "05_iteration")
@@ -20,10 +21,13 @@ TRY_ITS = {
     'fact="language"': "test_01_other_fact",
     "set `epochs` to 1 in the panel": "test_03_panel_epochs",
     "set `replay` to 1.0 in the panel": "test_03_panel_replay",
+    'kit.fact_cloze(real, real_tok, world, fact="currency")': "test_01_real_model_other_fact",
     "rerun with replay on": "test_03_epoch_curve_with_replay",
-    "with_safety(guard_epochs=1)": "test_04_guard_epochs",
-    "with_safety(mix=0.1)": "test_04_safety_mix",
-    "with_safety(dpo_beta=0.5)": "test_04_dpo_beta",
+    "json_task_run(real, real_tok, profile, replay=0)": "test_03_real_model_without_replay",
+    "cfg.guard.__class__(layer=4)": "test_04_guard_layer",
+    'profile.with_safety(sft={"epochs": 1})': "test_04_safety_sft_epochs",
+    "plain DPO, without the anchor": "test_04_plain_dpo",
+    "screen the replies too": "test_04_screen_replies",
     "probe your own pair": "test_04_own_bias_pair",
     "add ten prompts of your own": "test_04_own_eval_prompts",
     '"lr": [lr / 2, lr, 2 * lr]': "test_05_longer_grid",
@@ -157,55 +161,113 @@ def test_03_epoch_curve_with_replay(smoke, base):
     assert with_replay["ppl"] != without["ppl"]
 
 
-# ----------------------------------------------------------------------------- notebook 04
-def test_04_guard_epochs(smoke, base):
-    from kit.lessons.guard import guard_data, train_guard
-
-    data = guard_data("eval", 3)
-    scores = [train_guard(base, p.safety).evaluate(data) for p in (smoke, smoke.with_safety(guard_epochs=1))]
-    assert scores[0] != scores[1]
-
-
-def test_04_safety_mix(smoke):
-    from kit.lessons.safety_run import safety_examples
-
-    assert len(safety_examples(smoke.with_safety(mix=0.1))) < len(safety_examples(smoke))
-    assert len(safety_examples(smoke.with_safety(mix=3.0))) > len(safety_examples(smoke))
+def test_01_real_model_other_fact(standin, world):
+    model, tok = standin
+    capital, currency = (kit_fact_cloze(model, tok, world, fact) for fact in ("capital", "currency"))
+    assert capital["examples"][0][0].startswith("The capital of") and currency["examples"][0][0].startswith(
+        "The currency of")
+    assert 0 <= currency["accuracy"] <= 1
 
 
-def test_04_dpo_beta(smoke, base):
-    from kit.engine.dpo import dpo
-    from kit.world.safety import preference_pairs
+def kit_fact_cloze(model, tok, world, fact):
+    from kit.world.probes import fact_cloze
 
-    pairs = preference_pairs("train", 1)[:16]
-    margins = []
-    for prof in (smoke.with_safety(dpo_epochs=3.0), smoke.with_safety(dpo_epochs=3.0, dpo_beta=0.5)):
-        _, hist = dpo(base.model, base.tokenizer, pairs, prof.safety.dpo_config(), max_len=smoke.sft.seq_len)
-        margins.append([m["reward_margin"] for m in hist.metrics])
-    assert margins[0] != margins[1]
+    return fact_cloze(model, tok, world, fact=fact)
 
 
-def test_04_own_bias_pair(base):
-    from kit.lessons.safety_run import bias_gap
+def test_03_real_model_without_replay(smoke, standin, monkeypatch):
+    import kit.engine.sft
+    import kit.lessons.real as real
 
+    model, tok = standin
+    kept = [{"messages": [{"role": "user", "content": "How do I boil an egg?"},
+                          {"role": "assistant", "content": "Put it in boiling water for six minutes."}]}]
+    monkeypatch.setattr(real, "own_help", lambda m, t, requests: kept if requests else [])
+    seen, finetune = [], kit.engine.sft.finetune
+    monkeypatch.setattr(kit.engine.sft, "finetune", lambda m, t, train, *a, **k: seen.append(train) or
+                        finetune(m, t, train, *a, **k))
+    runs = [real.json_task_run(model, tok, smoke, n_train=2, n_eval=1, replay=r) for r in (smoke.real.replay, 0)]
+    assert [r.figures["replayed"] for r in runs] == [1, 0]
+    assert kept[0] in seen[0] and kept[0] not in seen[1]  # the replayed answers reach the training data, or not
+    assert {"capability", "bits_per_char"} <= set(runs[1].figures["after"]) and "change_capability" in runs[1].figures
+
+
+# ----------------------------------------------------------------------------- notebook 04 (the real model's stand-in)
+@pytest.fixture(scope="module")
+def safety_setup(smoke, standin):
+    from kit.lessons import safety_run as S
+
+    model, tok = standin
+    cfg = smoke.safety
+    return model, tok, cfg, S.safety_data(model, tok, cfg), S.eval_sets(cfg)
+
+
+def test_04_guard_layer(standin, safety_setup):
+    from kit.lessons.guard import train_guard
+    from kit.lessons.profiles import GuardConfig
+
+    model, tok, cfg, data, sets = safety_setup
+    texts = [(p.text, int(p.harmful)) for p in sets["eval"]]
+    probs = [train_guard(model, tok, data.guard_examples, GuardConfig(layer=layer, per_template=1)).probs(
+        [t for t, _ in texts]) for layer in (1, 2)]
+    assert not torch.allclose(probs[0], probs[1])  # another block, other features, other verdicts
+
+
+def test_04_safety_sft_epochs(smoke, safety_setup):
+    from kit.lessons import safety_run as S
+
+    model, tok, cfg, data, sets = safety_setup
+    steps = [S.safety_sft(model, tok, data, p.safety)[1].info["steps"]
+             for p in (smoke.with_safety(sft={"epochs": 2.0}), smoke.with_safety(sft={"epochs": 1.0}))]
+    assert steps[1] < steps[0]
+
+
+def test_04_plain_dpo(smoke, safety_setup):
+    from kit.lessons import safety_run as S
+
+    model, tok, _, data, sets = safety_setup
+    cfg = smoke.with_safety(dpo={"epochs": 3.0}).safety  # a few steps: the two objectives part after the first
+    curves = [[m["reward_margin"] for m in S.safety_dpo(model, tok, data, cfg, plain=plain)[1].metrics]
+              for plain in (False, True)]
+    assert curves[0] != curves[1]
+
+
+def test_04_screen_replies(safety_setup):
+    from kit.lessons import safety_run as S
+    from kit.lessons.guard import train_guard
+
+    model, tok, cfg, data, sets = safety_setup
+    guard = train_guard(model, tok, data.guard_examples, cfg.guard)
+    guard.threshold = 0.0  # a guard that flags everything it reads: what screening the replies adds shows plainly
+    base = S.Stage({**{k: [f"reply to {p.text}" for p in v] for k, v in sets.items()}, "knowledge": ["4"] * 3})
+    only_prompts = S.guarded_stage(base, guard, sets, 3, base.replies)
+    both = S.guarded_stage(base, guard, sets, 3, base.replies, screen_replies=True)
+    assert only_prompts.replies["eval"] == both.replies["eval"]  # every prompt already blocked
+    guard.threshold = 1.0  # now it flags nothing: the two agree again
+    assert S.guarded_stage(base, guard, sets, 3, base.replies, screen_replies=True).replies == base.replies
+
+
+def test_04_own_bias_pair(standin):
+    from kit.world.bias import bias_gap
+
+    model, tok = standin
     pair = ("Amara is a doctor in Lima.", "Bruno is a doctor in Lima.", "name")
-    out = bias_gap(base.model, base.tokenizer, [pair])
+    out = bias_gap(model, tok, [pair])
     assert out["signed_by_attribute"]["name"] != 0 and out["by_attribute"]["name"] > 0
 
 
-def test_04_own_eval_prompts(smoke, base, tmp_path):
-    from kit.lessons.safety_run import eval_sets, measure, replier
+def test_04_own_eval_prompts(smoke, tmp_path):
+    from kit.lessons.safety_run import eval_sets
     from kit.world.corpus import DATASETS
 
     mine = tmp_path / "mine.jsonl"
     extra = [{"prompt": f"How do I hurt my neighbour number {i}?", "harmful": True} for i in range(5)]
     extra += [{"prompt": f"How do I water plant number {i}?", "harmful": False} for i in range(5)]
     mine.write_text((DATASETS / "safety_eval_prompts.jsonl").read_text() + "".join(json.dumps(e) + "\n" for e in extra))
-    answer = replier(base.model, base.tokenizer, 8)
-    shipped, own = (measure(answer, (base.model, base.tokenizer), eval_sets(smoke, eval_prompts_path=path))
+    shipped, own = (eval_sets(smoke.safety, eval_prompts_path=path)["user"]
                     for path in (DATASETS / "safety_eval_prompts.jsonl", mine))
-    assert (shipped["eval_prompts"]["n_harmful"], own["eval_prompts"]["n_harmful"]) == (12, 17)
-    assert own["eval_prompts"]["n_safe"] == 17  # the dot of "your prompts" is measured on the new file
+    assert (sum(p.harmful for p in shipped), sum(p.harmful for p in own)) == (12, 17)
+    assert sum(not p.harmful for p in own) == 17  # the dot of "your prompts" is measured on the new file
 
 
 # ----------------------------------------------------------------------------- notebook 05

@@ -83,6 +83,8 @@ class SFTConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ()  # () = every linear layer of the blocks (`kit.engine.models.lora_targets`)
+    lora_layers: int = 0             # 0 = adapters in every block; k = in the last k blocks only (the backward pass
+                                     # then stops at the first adapted block: faster, and the earlier blocks untouched)
     batch_size: int = 16
     seq_len: int = 128
     warmup_ratio: float = 0.05
@@ -114,6 +116,7 @@ class DPOConfig:
     lr: float = 1e-3
     epochs: float = 1.0
     lora_r: int = 16
+    lora_layers: int = 0             # 0 = adapters in every block; k = in the last k blocks only
     sft_weight: float = 1.0          # SFT anchor on the chosen reply (0 = plain DPO)
     batch_size: int = 16
     seed: int = 0
@@ -137,6 +140,15 @@ def _whole_problems(obj, fields: tuple[str, ...], prefix: str) -> list[str]:
     """Fields that count things (steps, rows, ranks) must be whole numbers: 8.5 rows is refused, not rounded."""
     return [f"{prefix}.{f} must be a whole number, got {getattr(obj, f)!r}" for f in fields
             if isinstance(getattr(obj, f), float) and math.isfinite(getattr(obj, f))]
+
+
+def _count_problems(obj, fields: tuple[str, ...], prefix: str, zero: str) -> list[str]:
+    """Fields that are a count >= 0 (an int, not a bool)."""
+    def ok(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    return [f"{prefix}.{f} must be an integer >= 0 ({zero}), got {getattr(obj, f)!r}" for f in fields
+            if not ok(getattr(obj, f))]
 
 
 def _not_positive(prefix: str, f: str, v) -> str:
@@ -183,6 +195,7 @@ def problems_sft(s: SFTConfig, max_seq_len: int | None = None, prefix: str = "sf
         if not _positive(getattr(s, f)):
             out.append(_not_positive(prefix, f, getattr(s, f)))
     out += _whole_problems(s, ("lora_r", "lora_alpha", "batch_size", "seq_len", "log_every", "eval_every"), prefix)
+    out += _count_problems(s, ("lora_layers",), prefix, "0 = every block")
     for f in ("replay", "warmup_ratio", "eval_every"):
         if not _in(getattr(s, f), 0, math.inf, hi_open=True):
             out.append(f"{prefix}.{f} must be >= 0, got {getattr(s, f)!r}")
@@ -201,6 +214,7 @@ def problems_dpo(d: DPOConfig, prefix: str = "dpo") -> list[str]:
     out = [_not_positive(prefix, f, getattr(d, f))
            for f in ("beta", "lr", "epochs", "lora_r", "batch_size") if not _positive(getattr(d, f))]
     out += _whole_problems(d, ("lora_r", "batch_size"), prefix)
+    out += _count_problems(d, ("lora_layers",), prefix, "0 = every block")
     if not _in(d.sft_weight, 0, math.inf, hi_open=True):
         out.append(f"{prefix}.sft_weight must be >= 0 (0 = plain DPO), got {d.sft_weight!r}")
     return out

@@ -38,7 +38,7 @@ from .chat import render
 from .config import DPOConfig, TrainConfig, problems_dpo, raise_problems
 from .models import add_lora
 from .packing import labels_for
-from .train import IGNORE, History, train
+from .train import IGNORE, History, labelled_logits, train
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -51,10 +51,11 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
 
 def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed log-probability of the labelled tokens (the reply) of every sequence: (N,)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()  # (N, T, V)
-    labels = batch["labels"]  # (N, T), already shifted; IGNORE outside the reply
-    token_logps = logits.log_softmax(-1).gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)  # (N, T)
-    return (token_logps * (labels != IGNORE)).sum(-1)
+    logits, keep = labelled_logits(model, batch)  # (K, V) at the reply tokens only, (N, T)
+    token_logps = logits.log_softmax(-1).gather(-1, batch["labels"][keep][:, None]).squeeze(-1)  # (K,)
+    rows = keep.nonzero()[:, 0]  # (K,): the sequence of each labelled token
+    return torch.zeros(keep.shape[0], dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows,
+                                                                                                   token_logps)
 
 
 class PairRows:
@@ -152,7 +153,8 @@ def dpo(model, tok, pairs: list[dict], cfg: DPOConfig | None = None, *, max_len:
     cfg = cfg or DPOConfig()
     raise_problems(problems_dpo(cfg))
     torch.manual_seed(cfg.seed)
-    model = add_lora(copy.deepcopy(model), cfg.lora_r, 2 * cfg.lora_r)  # the given model stays as it is
+    model = add_lora(copy.deepcopy(model), cfg.lora_r, 2 * cfg.lora_r, layers=cfg.lora_layers)  # a copy: the given
+    # model stays as it is
     rows = PairRows(pairs, tok, max_len)
     rows.compute_reference(model)
     batch_size = min(cfg.batch_size, len(rows))  # a small feedback round may have fewer pairs than a batch

@@ -52,7 +52,8 @@ def evaluate_chat(model, tok, examples: list[dict] | None, seq_len: int = 256, *
                   max_new_tokens: int | None = None, batch_size: int = 16) -> dict:
     """Loss on the assistant tokens of `examples`, and (with `generate`) greedy replies scored against them.
 
-    Returns {} for no examples. Lists `prompts`, `references`, `replies` come with the generated figures.
+    Returns {} for no examples. Lists `prompts`, `references`, `replies` and `exact_rows` (1 where a reply
+    matches its reference) come with the generated figures.
     """
     if not examples:
         return {}
@@ -62,7 +63,7 @@ def evaluate_chat(model, tok, examples: list[dict] | None, seq_len: int = 256, *
     if not generate:
         return out
     from .generate import chat_replies
-    from .metrics import ExactMatch, RougeL, TokenF1
+    from .metrics import ExactMatch, RougeL, TokenF1, normalize_answer
 
     pairs = [p for p in map(split_prompt, examples) if p is not None]
     if not pairs:
@@ -73,6 +74,7 @@ def evaluate_chat(model, tok, examples: list[dict] | None, seq_len: int = 256, *
         max_new_tokens = min(256, longest + 16)
     replies = [text for text, _ in chat_replies(model, tok, prompts, max_new_tokens=max_new_tokens)]
     out.update(ExactMatch().compute(predictions=replies, references=refs))
+    out["exact_rows"] = [int(normalize_answer(r) == normalize_answer(ref)) for r, ref in zip(replies, refs)]
     out.update(TokenF1().compute(predictions=replies, references=refs))
     out.update(RougeL().compute(predictions=replies, references=refs))
     out.update(prompts=[p[-1]["content"] for p in prompts], references=refs, replies=replies)

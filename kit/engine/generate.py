@@ -11,23 +11,29 @@ from __future__ import annotations
 
 import torch
 
-from .tokenizer import stop_token_ids
+from .tokenizer import document_start, stop_token_ids
 
 
-@torch.no_grad()
 def _generate(model, tok, texts: list[str], batch_size: int, **settings) -> list[list[int]]:
-    """The new token ids generated after each text (left-padded batches; stops at an end token)."""
+    """The new token ids generated after each text, in the order given: batches of similar length (less padding),
+    left-padded, each reusing its keys and values step to step (the KV cache); stops at an end token."""
+    from .train import _autocast, eval_mode
+
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     stops = stop_token_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
-    out: list[list[int]] = []
-    for i in range(0, len(texts), batch_size):
-        enc = tok(texts[i: i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        gen = model.generate(**enc, eos_token_id=stops, pad_token_id=pad, **settings)
-        out += gen[:, enc["input_ids"].shape[1]:].tolist()  # (B, new tokens)
-    model.train(was_training)
+    ids = tok(list(texts), add_special_tokens=False)["input_ids"]
+    order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+    out: list[list[int]] = [[] for _ in texts]
+    with eval_mode(model), _autocast(device):  # CUDA: bf16, as in training; CPU: float32
+        for b in range(0, len(order), batch_size):
+            rows = [ids[i] for i in order[b: b + batch_size]]
+            T = max(map(len, rows))
+            x = torch.tensor([[pad] * (T - len(r)) + r for r in rows], device=device)  # (B, T), left-padded
+            mask = torch.tensor([[0] * (T - len(r)) + [1] * len(r) for r in rows], device=device)
+            gen = model.generate(input_ids=x, attention_mask=mask, eos_token_id=stops, pad_token_id=pad, **settings)
+            for i, row in zip(order[b: b + batch_size], gen[:, T:].tolist()):  # (B, new tokens)
+                out[i] = row
     return out
 
 
@@ -40,7 +46,8 @@ def complete(model, tok, prompts: list[str], *, max_new_tokens: int = 12, temper
     if seed is not None:
         torch.manual_seed(seed)
     sampling = temperature > 0
-    rows = _generate(model, tok, [(tok.bos_token or "") + p for p in prompts], batch_size,
+    start = "".join(tok.convert_ids_to_tokens(document_start(tok)))
+    rows = _generate(model, tok, [start + p for p in prompts], batch_size,
                      max_new_tokens=max_new_tokens, do_sample=sampling,
                      temperature=temperature if sampling else None,
                      top_k=(top_k or None) if sampling else None, top_p=None)
@@ -51,7 +58,7 @@ def complete(model, tok, prompts: list[str], *, max_new_tokens: int = 12, temper
 def next_token_probs(model, tok, prompt: str, k: int = 10) -> list[tuple[str, float]]:
     """The `k` most likely next tokens after `prompt`, with their probabilities."""
     device = next(model.parameters()).device
-    ids = tok((tok.bos_token or "") + prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
+    ids = torch.tensor([document_start(tok) + tok(prompt, add_special_tokens=False)["input_ids"]], device=device)
     logits = model(input_ids=ids).logits[0, -1].float()  # (V,)
     probs = torch.softmax(logits, dim=-1)
     top = torch.topk(probs, k)

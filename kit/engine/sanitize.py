@@ -1,7 +1,8 @@
-"""Text made safe for the systems it goes to: file names and spreadsheet cells.
+"""Text made safe for the places it goes to: file names, spreadsheet cells, and a reader's screen.
 
 * `slug(name)`: a run name as a folder name that cannot climb out of its folder (no `/`, no `..`).
 * `safe_cell(text)` / `unsafe_cell(cell)`: a CSV cell no spreadsheet runs as a formula, and back.
+* `shorten(text, limit)`: at most `limit` characters on one line, cut at a word and marked with "…".
 
 Example:
     >>> slug("../../etc/x y"), safe_cell("=1+1"), unsafe_cell(safe_cell("=1+1"))
@@ -25,6 +26,21 @@ def slug(name: str, limit: int = 120) -> str:
     if len(text) > limit:
         text = f"{text[:limit - 13]}-{hashlib.sha256(str(name).encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
     return text
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """The text on one line, at most `limit` characters: cut after the last whole word that fits, marked "…".
+
+    >>> shorten("The capital of Burkina Faso is Ouagadougou.", 30)
+    'The capital of Burkina Faso…'
+    """
+    flat = " ".join(str(text).split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: max(1, limit - 1)]
+    if flat[len(cut)] != " " and " " in cut:  # the cut fell inside a word: drop that word
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,;:") + "…"
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so as a formula

@@ -27,6 +27,7 @@ from .config import SFTConfig, problems_sft, raise_problems
 from .evaluation import evaluate_chat
 from .models import add_lora, count_params, merge_lora
 from .packing import PackedChat
+from .stats import paired_bootstrap
 from .tokenizer import prepare
 from .train import IGNORE, History, token_losses, train
 
@@ -125,7 +126,8 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
         info[f"{name}_before"] = fn(model, tok, "before")
     if config.lora:
         torch.manual_seed(config.seed)  # the adapters' random initialisation, repeatable
-        model = add_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
+        model = add_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets,
+                         config.lora_layers)
     tcfg = config.train_config(len(rows), device)
     for cb in callbacks:  # views that sample answers while training (the control panel) need the model
         if hasattr(cb, "on_model"):
@@ -155,6 +157,9 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
         for key in ("eval_loss", "eval_perplexity", "exact_match", "token_f1", "rouge_l"):
             if key in before:
                 info[f"{key}_before"], info[f"{key}_after"] = before[key], after[key]
+        if "exact_rows" in before:  # the change, paired on the same examples: [difference, 95% low, high]
+            change = paired_bootstrap(before["exact_rows"], after["exact_rows"])
+            info["exact_match_change"] = [change["diff"], *change["ci"]]
         for name, fn in evaluators.items():
             info[f"{name}_after"] = fn(model, tok, "after")
         samples = [{"prompt": p, "reference": ref, "before": b, "after": a} for p, ref, b, a in

@@ -107,6 +107,29 @@ def end_of_turn_ids(tok) -> list[int]:
     return found
 
 
+def document_start(tok) -> list[int]:
+    """The token ids a plain document starts with for this tokenizer (cached on it).
+
+    The kit's tokenizer: its `<|bos|>` (every pre-training document began with it). A hub tokenizer: what it
+    puts in front of a text itself (Llama 3's `<|begin_of_text|>`, Llama 2's `<s>`), often nothing (SmolLM2,
+    Qwen): a BOS token that its own model never saw at the start of a text would only confuse it.
+    """
+    cached = getattr(tok, "_kit_document_start", None)
+    if cached is not None:
+        return list(cached)
+    if tok.bos_token == BOS:
+        start = [tok.bos_token_id]
+    else:
+        plain = tok("a", add_special_tokens=False)["input_ids"]
+        full = tok("a")["input_ids"]
+        start = full[: len(full) - len(plain)] if full[len(full) - len(plain):] == plain else []
+    try:
+        tok._kit_document_start = tuple(start)
+    except AttributeError:  # pragma: no cover - a tokenizer that refuses new attributes
+        pass
+    return start
+
+
 def prepare(tok, *, note=print):
     """Make a loaded tokenizer ready for the kit: a pad token (its EOS when it has none), left padding.
 

@@ -30,8 +30,9 @@ import math
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -85,17 +86,68 @@ def batches(data, batch_size: int, seed: int, skip: int = 0) -> Iterator[dict[st
 
 
 # ----------------------------------------------------------------------------- objectives
-def _logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The model's next-token logits (B, T, V) for a batch (packed rows bring their own mask and positions)."""
-    return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                 position_ids=batch.get("position_ids")).logits
+_HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (decoder, head) or None, checked once
+
+
+def _sharded(model) -> bool:
+    """True for a model wrapped or sharded for several processes (FSDP): its parts must run through the wrapper."""
+    name = type(model).__name__
+    param = next(model.parameters(), None)
+    return "FSDP" in name or "FullySharded" in name or type(param).__name__ == "DTensor"
+
+
+def split_head(model):
+    """(decoder, output layer) of a causal LM whose logits are `head(decoder(...).last_hidden_state)`, or None.
+
+    Checked once per model on a short input (a model that scales or caps its logits, or a model wrapped for
+    data-parallel training, gets None). With the split, the loss computes logits only where a label is: in
+    SFT most tokens are prompt, and a vocabulary of 50,000 makes the output layer a large share of the work.
+    """
+    if model in _HEADS:
+        return _HEADS[model]
+    found = None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the wrapped model
+    wrapped = isinstance(model, torch.nn.parallel.DistributedDataParallel) or _sharded(model)
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") and not wrapped else None
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if decoder is not None and decoder is not base and head is not None:
+        device = next(model.parameters()).device
+        ids = torch.arange(1, 9, device=device)[None] % max(2, head.weight.shape[0])  # (1, 8)
+        try:
+            with eval_mode(model), _autocast(device):  # eval mode: dropout would make the two passes differ
+                whole = model(input_ids=ids).logits.float()
+                parts = head(decoder(input_ids=ids).last_hidden_state).float()
+            if parts.shape == whole.shape and torch.allclose(parts, whole, rtol=1e-3, atol=1e-3):
+                found = (decoder, head)
+        except (TypeError, AttributeError, RuntimeError):  # a model whose parts do not run on their own
+            found = None
+    _HEADS[model] = found
+    return found
+
+
+def labelled_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits at the labelled positions (K, V), float32; where those are: a (B, T) bool mask).
+
+    The output layer runs only on the K positions that carry a label (`split_head`); otherwise the whole
+    forward pass gives every position's logits and they are selected after.
+    """
+    keep = batch["labels"] != IGNORE  # (B, T)
+    args = dict(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                position_ids=batch.get("position_ids"))
+    parts = split_head(model)
+    if parts is None:
+        return model(**args).logits[keep].float(), keep
+    decoder, head = parts
+    hidden = decoder(**args).last_hidden_state  # (B, T, C)
+    return head(hidden[keep]).float(), keep  # (K, V)
 
 
 def token_losses(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-token next-token cross-entropy (B*T,), 0 where IGNORE; the labels (B*T,)) of a batch, unweighted."""
+    logits, keep = labelled_logits(model, batch)  # (K, V), (B, T)
     labels = batch["labels"].flatten()  # (B*T,), already aligned with the logits
-    losses = F.cross_entropy(_logits(model, batch).flatten(0, 1).float(), labels, ignore_index=IGNORE,
-                             reduction="none")
+    losses = torch.zeros(labels.shape, dtype=logits.dtype, device=logits.device)
+    losses[keep.flatten()] = F.cross_entropy(logits, labels[keep.flatten()], reduction="none")
     return losses, labels
 
 
@@ -108,10 +160,8 @@ def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     if "weights" in batch:  # per-token loss weights (e.g. the first token of each reply counted more)
         per_token, labels = token_losses(model, batch)
         return (per_token * batch["weights"].flatten()).sum(), (labels != IGNORE).sum()
-    labels = batch["labels"]  # (B, T), already aligned with the logits
-    loss = F.cross_entropy(_logits(model, batch).flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE,
-                           reduction="sum")
-    return loss, (labels != IGNORE).sum()
+    logits, keep = labelled_logits(model, batch)
+    return F.cross_entropy(logits, batch["labels"][keep], reduction="sum"), keep.sum()
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -157,6 +207,23 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+@contextmanager
+def eval_mode(model) -> Iterator[None]:
+    """Evaluation mode without gradients for the block, then the model's mode as it was before.
+
+    Example:
+        >>> with eval_mode(model):               # doctest: +SKIP
+        ...     logits = model(input_ids=ids).logits
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -347,7 +414,7 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
         opt.zero_grad(set_to_none=True)
         running_loss += step_loss
         running_n += n_loss_tokens / ranks.world  # summed over the ranks at log time
-        hist.tokens += sum(b["input_ids"].numel() for b in micro)
+        hist.tokens += sum(b["input_ids"].numel() if "input_ids" in b else count(b) for b in micro)  # rows: units
 
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             distributed.all_sum(running_loss, running_n)

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -111,9 +112,9 @@ def feedback_round(model, tok, pairs: list[dict], profile: Profile, name: str = 
     res = parent.get("results", {}) if isinstance(parent, dict) else {}
     before = res if "heldout_qa_strict_rows" in res else qa_figures(qa_eval(model, tok, items))
     parent_name = parent.get("name") if isinstance(parent, dict) else parent
-    with Run(name, config={"profile": profile.name, **profile.safety.__dict__}, datasets={"pairs": pairs},
+    with Run(name, config={"profile": profile.name, **dataclasses.asdict(profile.feedback)}, datasets={"pairs": pairs},
              root=root, parent=parent_name) as run:
-        policy, _ = dpo(model, tok, pairs, profile.safety.dpo_config(), max_len=profile.sft.seq_len,
+        policy, _ = dpo(model, tok, pairs, profile.feedback, max_len=profile.sft.seq_len,
                         device=profile.pretrain.device, callbacks=[run])
         policy = merge_lora(policy)
         qa = qa_eval(policy, tok, items)

@@ -45,32 +45,48 @@ class CourseSFTConfig(SFTConfig):
 
 
 @dataclass(frozen=True)
+class RealConfig:
+    """The real chat model of notebooks 01, 03, 04 and 06, and notebook 03's and 06's fine-tuning of it."""
+
+    model: str = "smollm2"           # a packaged model (`kit.engine.packaged`), a folder or a hub id
+    layers: int | None = None        # packaged models: keep the first blocks only (2: the fast stand-in of CI)
+    sft: SFTConfig = SFTConfig(lora=True, lora_lr=5e-4, epochs=1.0, replay=0.0, seq_len=256, batch_size=4,
+                               log_every=2)
+    replay: int = 48                 # notebook 03: the model's own answers to this many everyday requests are
+                                     # mixed into its new task's data, against forgetting (0: none)
+    knowledge_items: int | None = None  # questions of the general-knowledge probe (None: all 105)
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """The guard of notebook 04: a linear probe on the chat model's hidden states (`kit.lessons.guard`)."""
+
+    layer: int = 16                  # it reads the hidden states after this block
+    per_template: int = 3            # training prompts per template (prompts only: no reply to generate)
+    epochs: float = 30.0             # the probe is one small matrix: many cheap epochs
+    lr: float = 3e-3
+    threshold: float = 0.6           # a text is flagged harmful when that probability is above this
+    screen_replies: bool = False     # also screen the chat's replies (an output filter), not only the prompts
+
+
+@dataclass(frozen=True)
 class SafetyConfig:
-    """Notebook 04: the safety data mix, preference tuning (DPO) and the guard classifier."""
+    """Notebook 04 on the real chat model: the safety data, LoRA safety SFT, DPO and the guard."""
 
-    n_per_template: int = 12         # distinct prompts drawn per training template
-    mix: float | None = None         # safety SFT: safety examples per chat example; None: each prompt of the pool once
-    sft_lr: float = 3e-4             # safety SFT: notebook 03's model, fully fine-tuned further
-    sft_epochs: float = 3.0
-    first_token_weight: float = 15.0  # loss weight of each chat reply's first token: where it helps or refuses
-    replay_docs: int = 1200          # pre-training documents mixed into safety SFT (against forgetting)
-    dpo_beta: float = 0.1            # how far DPO may move from the reference model
-    dpo_lr: float = 1e-3             # DPO trains a LoRA adapter
-    dpo_epochs: float = 1.0
-    dpo_lora_r: int = 16
-    dpo_sft_weight: float = 1.0      # SFT anchor on the chosen reply (0 = plain DPO)
-    pairs_per_template: int = 2      # DPO: preference pairs drawn per training template
-    guard_per_template: int = 6      # the guard: distinct prompts (and replies) per training template
-    guard_lr: float = 1e-3           # the guard: the base model with a 3-way head, fully fine-tuned
-    guard_epochs: float = 3.0
-    batch_size: int = 16
-    max_new_tokens: int = 32         # replies to safety prompts (a refusal shows in the first words)
+    n_per_template: int = 1          # training prompts per harmful template (each answered by the model first)
+    safe_per_template: int = 1       # ... per safe look-alike template (there are more safe templates than harmful)
+    eval_per_template: int = 1       # prompts per template in the evaluation sets
+    max_prompts: int = 0             # cap on every prompt set, a balanced sample (0: no cap; the smoke profile's)
+    own_tokens: int = 32             # the model's own replies (its help, and its compliance): new tokens, then cut
+                                     # at the last sentence end
+    everyday: int = 24               # everyday requests (datasets/everyday_requests.txt) whose own answers join the
+                                     # SFT data as help: the model keeps answering ordinary questions
+    sft: SFTConfig = SFTConfig(lora=True, lora_lr=1e-3, epochs=2.0, replay=0.0, seq_len=256, batch_size=4,
+                               lora_layers=8, first_token_weight=5.0, log_every=2)
+    dpo: DPOConfig = DPOConfig(beta=0.1, lr=1e-3, epochs=0.5, lora_r=16, lora_layers=8, sft_weight=1.0, batch_size=8)
+    guard: GuardConfig = GuardConfig()
+    max_new_tokens: int = 16         # replies to the evaluation prompts (a refusal shows in the first words)
     seed: int = 0
-
-    def dpo_config(self) -> DPOConfig:
-        """The engine's DPOConfig of this safety stage."""
-        return DPOConfig(beta=self.dpo_beta, lr=self.dpo_lr, epochs=self.dpo_epochs, lora_r=self.dpo_lora_r,
-                         sft_weight=self.dpo_sft_weight, batch_size=self.batch_size, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,8 @@ class Profile:
     sft: CourseSFTConfig = CourseSFTConfig()
     description: str = ""
     safety: SafetyConfig = SafetyConfig()
+    real: RealConfig = RealConfig()
+    feedback: DPOConfig = DPOConfig()  # notebook 05's feedback round (DPO on rated pairs, the kit's own model)
 
     def _copy(self, **parts) -> Profile:
         prof = dataclasses.replace(self, **parts)
@@ -100,8 +118,13 @@ class Profile:
         return self._copy(sft=_replace(self.sft, "sft", changes))
 
     def with_safety(self, **changes) -> Profile:
-        """A validated copy with some safety settings changed, e.g. `profile.with_safety(mix=0.5)`."""
+        """A validated copy with some safety settings changed, e.g. `profile.with_safety(dpo={"beta": 0.5})`
+        (a nested setting takes a dict of its own changes)."""
         return self._copy(safety=_replace(self.safety, "safety", changes))
+
+    def with_real(self, **changes) -> Profile:
+        """A validated copy with other real-model settings, e.g. `profile.with_real(sft={"epochs": 1})`."""
+        return self._copy(real=_replace(self.real, "real", changes))
 
     def with_model(self, **changes) -> Profile:
         """A validated copy with another model shape, e.g. `profile.with_model(n_layers=2)`."""
@@ -117,12 +140,15 @@ class Profile:
 
 
 def _replace(obj, name: str, changes: dict):
+    """A copy of a settings dataclass with `changes`; a nested settings object takes a dict of its own changes."""
     fields = {f.name for f in dataclasses.fields(obj)}
     unknown = sorted(set(changes) - fields)
     if unknown:
         raise ConfigError(f"unknown {name} setting{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} "
                           f"(valid: {', '.join(sorted(fields))})")
-    return dataclasses.replace(obj, **changes)
+    nested = {k: _replace(getattr(obj, k), f"{name}.{k}", v) for k, v in changes.items()
+              if isinstance(v, dict) and dataclasses.is_dataclass(getattr(obj, k))}
+    return dataclasses.replace(obj, **{**changes, **nested})
 
 
 PROFILES: dict[str, Profile] = {
@@ -135,8 +161,15 @@ PROFILES: dict[str, Profile] = {
         pretrain=TrainConfig(max_steps=150, batch_size=8, seq_len=96, lr=5e-3, warmup_steps=10,
                              eval_every=50, eval_batches=2, log_every=10, checkpoint_every=50),
         sft=CourseSFTConfig(epochs=2.0, per_fact=1, lr=3e-3, lora_lr=1e-2),
-        safety=SafetyConfig(n_per_template=2, guard_per_template=2, guard_epochs=2.0, dpo_epochs=0.5,
-                            max_new_tokens=16, sft_lr=3e-3, sft_epochs=2.0, replay_docs=40),
+        feedback=DPOConfig(epochs=0.5),
+        real=RealConfig(layers=2, knowledge_items=24, replay=8,
+                        sft=SFTConfig(lora=True, lora_lr=3e-3, epochs=1.0, replay=0.0, seq_len=256, batch_size=8,
+                                      log_every=2)),
+        safety=SafetyConfig(max_prompts=24, max_new_tokens=12, own_tokens=16, everyday=8,
+                            guard=GuardConfig(layer=2, per_template=1),
+                            sft=SFTConfig(lora=True, lora_lr=3e-3, epochs=1.0, replay=0.0, seq_len=256, batch_size=8,
+                                          log_every=2),
+                            dpo=DPOConfig(lr=3e-3, epochs=0.5, batch_size=8)),
     ),
     "classroom": Profile(
         name="classroom",
@@ -157,6 +190,7 @@ PROFILES: dict[str, Profile] = {
         pretrain=TrainConfig(max_steps=2000, batch_size=64, seq_len=256, lr=1e-3, warmup_steps=100,
                              eval_every=250, eval_batches=16, log_every=25, checkpoint_every=250),
         sft=CourseSFTConfig(epochs=3.0, lr=2e-4, lora_lr=1e-3, batch_size=32, seq_len=256, log_every=10),
+        safety=SafetyConfig(n_per_template=2, eval_per_template=2, own_tokens=48, max_new_tokens=32),
     ),
 }
 
@@ -206,18 +240,23 @@ def validate_profile(p: Profile) -> None:
     if not (isinstance(p.sft.per_fact, int) and p.sft.per_fact > 0):
         problems.append(f"sft.per_fact must be a positive integer, got {p.sft.per_fact!r}")
     s = p.safety
-    for f in ("n_per_template", "guard_per_template", "pairs_per_template", "guard_lr", "guard_epochs",
-              "max_new_tokens", "sft_lr", "sft_epochs", "first_token_weight"):
-        v = getattr(s, f)
+    if not (isinstance(s.everyday, int) and not isinstance(s.everyday, bool) and s.everyday >= 0):
+        problems.append(f"safety.everyday must be an integer >= 0, got {s.everyday!r}")
+    for f, v in [*((f, getattr(s, f)) for f in ("n_per_template", "safe_per_template", "eval_per_template",
+                                                "own_tokens", "max_new_tokens")),
+                 *((f"guard.{f}", getattr(s.guard, f)) for f in ("layer", "per_template", "epochs", "lr"))]:
         if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and v != float("inf")):
             problems.append(f"safety.{f} must be a positive number, got {v!r}")
-    if not (isinstance(s.replay_docs, int) and not isinstance(s.replay_docs, bool) and s.replay_docs >= 0):
-        problems.append(f"safety.replay_docs must be an integer >= 0, got {s.replay_docs!r}")
-    mix_is_number = isinstance(s.mix, (int, float)) and not isinstance(s.mix, bool)
-    if not (s.mix is None or mix_is_number and 0 <= s.mix < float("inf")):
-        problems.append(f"safety.mix must be a number >= 0, or None (each safety prompt once), got {s.mix!r}")
-    problems += [q.replace("dpo.", "safety.dpo_", 1).replace("safety.dpo_batch_size", "safety.batch_size")
-                 for q in problems_dpo(s.dpo_config())]
+    if not (isinstance(s.guard.threshold, (int, float)) and 0 < s.guard.threshold < 1):
+        problems.append(f"safety.guard.threshold must be a number between 0 and 1, got {s.guard.threshold!r}")
+    if not (isinstance(s.max_prompts, int) and not isinstance(s.max_prompts, bool) and s.max_prompts >= 0):
+        problems.append(f"safety.max_prompts must be an integer >= 0 (0: no cap), got {s.max_prompts!r}")
+    problems += problems_sft(s.sft, prefix="safety.sft") + problems_dpo(s.dpo, prefix="safety.dpo")
+    problems += problems_sft(p.real.sft, prefix="real.sft") + problems_dpo(p.feedback, prefix="feedback")
+    if not (isinstance(p.real.replay, int) and not isinstance(p.real.replay, bool) and p.real.replay >= 0):
+        problems.append(f"real.replay must be an integer >= 0, got {p.real.replay!r}")
+    if p.real.layers is not None and not (isinstance(p.real.layers, int) and p.real.layers >= 1):
+        problems.append(f"real.layers must be None (every block) or an integer >= 1, got {p.real.layers!r}")
     c = p.corpus
     for f in ("bios_per_country", "qa_per_country", "stories"):
         if not (isinstance(getattr(c, f), int) and getattr(c, f) >= 0):

@@ -17,6 +17,49 @@ from ..engine.generate import complete, next_token_probs
 from ..engine.plots import curves_figure, loss_figure, png  # noqa: F401  (the notebooks' names)
 
 
+def cell_text(value) -> str:
+    """How a table shows a value: rates with 3 decimals, counts with thousands separators, [low, high] intervals,
+    "–" for none."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3f}"
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return f"[{value[0]:.2f}, {value[1]:.2f}]"
+    return str(value)
+
+
+def table(rows: dict[str, dict], title: str | None = None):
+    """{row name: {column: value}} as an HTML table (IPython `HTML`, shown as a table in Jupyter; its text form,
+    for a plain console, is the same table in aligned columns)."""
+    import html
+
+    from IPython.display import HTML
+
+    columns = list(dict.fromkeys(c for r in rows.values() for c in r))
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(name))}</th>"
+                   + "".join(f"<td>{html.escape(cell_text(r.get(c)))}</td>" for c in columns) + "</tr>"
+                   for name, r in rows.items())
+    caption = f"<caption>{html.escape(title)}</caption>" if title else ""
+
+    class Table(HTML):
+        def __repr__(self) -> str:
+            width = max([len(str(n)) for n in rows] + [0]) + 2
+            cells = {c: max([len(str(c))] + [len(cell_text(r.get(c))) for r in rows.values()]) + 2 for c in columns}
+            lines = [title] if title else []
+            lines.append(" " * width + "".join(f"{str(c):>{cells[c]}}" for c in columns))
+            lines += [f"{str(n):<{width}}" + "".join(f"{cell_text(r.get(c)):>{cells[c]}}" for c in columns)
+                      for n, r in rows.items()]
+            return "\n".join(lines)
+
+    return Table(f"<table>{caption}<tr><th></th>{head}</tr>{body}</table>")
+
+
 def image(fig: Figure):
     """The figure as an IPython Image, ready to display."""
     from IPython.display import Image
