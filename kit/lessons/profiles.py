@@ -77,13 +77,14 @@ class SafetyConfig:
     safe_per_template: int = 1       # ... per safe look-alike template (there are more safe templates than harmful)
     eval_per_template: int = 1       # prompts per template in the evaluation sets
     max_prompts: int = 0             # cap on every prompt set, a balanced sample (0: no cap; the smoke profile's)
-    own_tokens: int = 32             # the model's own replies (its help, and its compliance): new tokens, then cut
+    own_tokens: int = 24             # the model's own replies (its help, and its compliance): new tokens, then cut
                                      # at the last sentence end
     everyday: int = 24               # everyday requests (datasets/everyday_requests.txt) whose own answers join the
                                      # SFT data as help: the model keeps answering ordinary questions
     sft: SFTConfig = SFTConfig(lora=True, lora_lr=1e-3, epochs=2.0, replay=0.0, seq_len=256, batch_size=4,
                                lora_layers=8, first_token_weight=5.0, log_every=2)
-    dpo: DPOConfig = DPOConfig(beta=0.1, lr=1e-3, epochs=0.5, lora_r=16, lora_layers=8, sft_weight=1.0, batch_size=8)
+    dpo: DPOConfig = DPOConfig(beta=0.1, lr=1e-3, epochs=1.0, lora_r=16, lora_layers=8, sft_weight=1.0, batch_size=8)
+    dpo_pairs: int = 64              # DPO learns from this many pairs, half harmful and half safe (0: all of them)
     guard: GuardConfig = GuardConfig()
     max_new_tokens: int = 16         # replies to the evaluation prompts (a refusal shows in the first words)
     seed: int = 0
@@ -240,8 +241,10 @@ def validate_profile(p: Profile) -> None:
     if not (isinstance(p.sft.per_fact, int) and p.sft.per_fact > 0):
         problems.append(f"sft.per_fact must be a positive integer, got {p.sft.per_fact!r}")
     s = p.safety
-    if not (isinstance(s.everyday, int) and not isinstance(s.everyday, bool) and s.everyday >= 0):
-        problems.append(f"safety.everyday must be an integer >= 0, got {s.everyday!r}")
+    for f in ("everyday", "dpo_pairs"):
+        v = getattr(s, f)
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            problems.append(f"safety.{f} must be an integer >= 0, got {v!r}")
     for f, v in [*((f, getattr(s, f)) for f in ("n_per_template", "safe_per_template", "eval_per_template",
                                                 "own_tokens", "max_new_tokens")),
                  *((f"guard.{f}", getattr(s.guard, f)) for f in ("layer", "per_template", "epochs", "lr"))]:

@@ -178,16 +178,30 @@ def safety_sft(model, tok, data: SafetyData, cfg: SafetyConfig, callbacks=()):
 
 
 def safety_dpo(model, tok, data: SafetyData, cfg: SafetyConfig, callbacks=(), plain: bool = False):
-    """DPO (LoRA, the adapter-free model as reference) on `data.pairs`; returns (the merged model, the History).
-    `plain=True`: without the SFT anchor."""
+    """DPO (LoRA, the adapter-free model as reference) on `data.pairs` (a balanced sample of `cfg.dpo_pairs` of
+    them); returns (the merged model, the History). `plain=True`: without the SFT anchor."""
     import dataclasses
 
     from ..engine.dpo import dpo
     from ..engine.models import merge_lora
 
     dcfg = dataclasses.replace(cfg.dpo, seed=cfg.seed, sft_weight=0.0 if plain else cfg.dpo.sft_weight)
-    policy, hist = dpo(model, tok, data.pairs, dcfg, max_len=cfg.sft.seq_len, callbacks=callbacks)
+    pairs = data.pairs
+    if cfg.dpo_pairs and len(pairs) > cfg.dpo_pairs:  # a balanced sample: as many harmful prompts as safe ones
+        kinds = [_harmful_pair(p, data) for p in pairs]
+        rng = random.Random(cfg.seed + 4)
+        harm = [p for p, h in zip(pairs, kinds) if h]
+        safe = [p for p, h in zip(pairs, kinds) if not h]
+        k = min(len(harm), cfg.dpo_pairs // 2)
+        pairs = rng.sample(harm, k) + rng.sample(safe, min(len(safe), cfg.dpo_pairs - k))
+    policy, hist = dpo(model, tok, pairs, dcfg, max_len=cfg.sft.seq_len, callbacks=callbacks)
     return merge_lora(policy), hist
+
+
+def _harmful_pair(pair: dict, data: SafetyData) -> bool:
+    """Whether a DPO pair's prompt is one of the harmful training prompts."""
+    text = pair["prompt"][0]["content"]
+    return any(p.harmful and p.text == text for p in data.prompts)
 
 
 def _with_seed(c, seed: int):
