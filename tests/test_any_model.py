@@ -134,3 +134,33 @@ def test_cli_refuses_bad_data_and_a_broken_model_folder_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kit", "sft", "--model", str(tmp_path / "model"), "--data", str(good)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "config.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_saved_chat_model_stops_at_the_end_of_its_turn_under_plain_generate(tmp_path):
+    """The end-of-turn token (<|im_end|>) is not the tokenizer's EOS (<|endoftext|>): without the saved
+    generation config, plain `generate` would run on past the reply."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kit.engine.config import SFTConfig
+    from kit.engine.sft import finetune
+
+    tok = tokenizer("chatml")
+    model = tiny_model("llama", len(tok))
+    conv = {"messages": [{"role": "user", "content": "Capital of Peru?"},
+                         {"role": "assistant", "content": "The capital of Peru is Lima."}]}
+    cfg = SFTConfig(epochs=60, lr=1e-2, batch_size=1, seq_len=64, replay=0.0, warmup_ratio=0.0, log_every=100)
+    res = finetune(model, tok, [conv], [conv], cfg, out_dir=tmp_path / "out", generate=False)
+    assert res.info["base_model"] and len(res.info["data_fingerprint"]) == 16
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    back_tok = AutoTokenizer.from_pretrained(tmp_path / "out")
+    end = back_tok.convert_tokens_to_ids("<|im_end|>")
+    assert end != back_tok.eos_token_id and end in [back.generation_config.eos_token_id, *(
+        back.generation_config.eos_token_id if isinstance(back.generation_config.eos_token_id, list) else [])]
+    prompt = back_tok.apply_chat_template(conv["messages"][:1], add_generation_prompt=True, return_tensors="pt",
+                                          return_dict=True)
+    out = back.generate(**prompt, max_new_tokens=40, do_sample=False)[0, prompt["input_ids"].shape[1]:].tolist()
+    assert out[-1] == end and len(out) < 40  # stopped at the end of its turn, not at the token limit
+    assert back_tok.decode(out[:-1]) == "The capital of Peru is Lima."
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "library_name: transformers" in card and res.info["data_fingerprint"] in card
+    assert "exact match" in card or "loss on the evaluation replies" in card

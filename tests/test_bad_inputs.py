@@ -92,8 +92,8 @@ def _cases() -> dict[str, tuple[bytes, int, list[tuple[int, str]]]]:
         "weight_string": (lines(chat(U, {**A, "weight": "1"})), 1, [(1, "integer 0 or 1")]),
         "weight_list": (lines(chat(U, {**A, "weight": [1]})), 1, [(1, "integer 0 or 1")]),
         # one file, one format; keys once
-        "mixed_formats": (lines(GOOD, PAIR, GOOD), 1, [(2, "preference example in a file of chat")]),
-        "mixed_reversed": (lines(PAIR, GOOD), 1, [(2, "chat example in a file of preference")]),
+        "mixed_formats": (lines(GOOD, PAIR, GOOD), 1, [(2, "a preference row in a file of messages rows")]),
+        "mixed_reversed": (lines(PAIR, GOOD), 1, [(2, "a messages row in a file of preference rows")]),
         "duplicate_keys": (lines(GOOD[:-1] + ', "messages": ' + json.dumps([U, A]) + "}"), 0,
                            [(1, "duplicate key 'messages'")]),
         "duplicate_inner_key": (lines(chat({"role": "user", "content": "a", "content ": "b"}, A),

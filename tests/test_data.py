@@ -15,7 +15,7 @@ BROKEN = DATASETS / "chat_with_problems.jsonl"
 # (line, severity, fragment): every problem planted in the broken file, at its editor line number
 EXPECTED = [
     (2, "error", "malformed JSON"), (3, "error", "not a JSON object"), (4, "error", "missing 'messages'"),
-    (4, "warning", "unknown key 'msgs'"), (5, "error", "non-empty list"), (6, "error", "missing 'role'"),
+    (4, "error", "(keys: msgs)"), (5, "error", "non-empty list"), (6, "error", "missing 'role'"),
     (7, "error", "missing 'content'"), (8, "error", "unknown key 'mood'"), (9, "error", "unknown role"),
     (10, "error", "content is empty"), (11, "error", "must be a string"), (12, "error", "no assistant"),
     (13, "warning", "two user messages"), (14, "warning", "starts with the assistant"),
@@ -219,7 +219,7 @@ def test_formats_are_not_mixed_and_weights_are_integers(tmp_path):
     data.write_jsonl(path, rows)
     _, report = data.load_jsonl(path)
     got = [(p.line, p.message.split(":")[0]) for p in report.errors]
-    assert got == [(2, "a preference example in a file of chat examples (line 1 is a chat example)"),
+    assert got == [(2, "a preference row in a file of messages rows (line 1 is a messages row)"),
                    *((n, "weight must be the integer 0 or 1 (got " + w + ")") for n, w in
                      ((3, "True"), (4, "1.0"), (5, "'1'"), (6, "0.0")))]
 

@@ -106,23 +106,52 @@ def test_prefixes_agree_with_generation_marks_on_the_kit_template(tok):
     assert masked_texts(plain, conv) == [t + "\n" for t in marked]
 
 
-def test_a_template_that_rewrites_earlier_turns_is_refused_with_the_fix():
+def test_a_template_that_drops_earlier_replies_is_refused_with_the_fix():
     tok = tokenizer("chatml")
     tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' "
                          "and not loop.last %}[earlier reply]{% else %}{{ m['content'] }}{% endif %}<|im_end|>\n"
                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    with pytest.raises(TemplateError, match="rewrites earlier turns") as e:
+    with pytest.raises(TemplateError, match="drops or rewrites a reply") as e:
         render({"messages": CONV}, tok)
-    assert "{% generation %}" in str(e.value)
-    assert masked_texts(tok, CONV[1:3]) == ["Lima.<|im_end|>\n"]  # one turn: nothing to rewrite
+    assert "{% generation %}" in str(e.value) and "reply 1" in str(e.value)
+    assert masked_texts(tok, CONV[1:3]) == ["Lima.<|im_end|>\n"]  # one turn: nothing to drop
+
+
+def test_a_template_that_rewrites_the_history_still_gives_exact_spans():
+    """Past replies lose their reasoning, the last one gets an empty think block, the system text moves
+    into the last user turn: each reply is still found where the whole conversation writes it."""
+    tok = tokenizer("chatml")
+    tok.chat_template = (
+        "{% set sys = messages[0]['content'] if messages[0]['role'] == 'system' else '' %}"
+        "{% for m in messages if m['role'] != 'system' %}<|im_start|>{{ m['role'] }}\n"
+        "{% if m['role'] == 'user' and (loop.last or loop.revindex == 2) %}{{ sys }} {% endif %}"
+        "{% if m['role'] == 'assistant' %}{% set c = m['content'].split('</think>')[-1] | trim %}"
+        "{% if loop.last %}<think>\n\n</think>\n\n{% endif %}{{ c }}{% else %}{{ m['content'] }}{% endif %}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}")
+    conv = [dict(m) for m in CONV]
+    conv[2]["content"] = "<think>Peru: Lima.</think>Lima."
+    assert masked_texts(tok, conv) == ["Lima.<|im_end|>\n", "Santiago.<|im_end|>\n"]
+    assert masked_texts(tok, CONV[1:3]) == ["Lima.<|im_end|>\n"]
+
+
+def test_a_template_that_refuses_the_system_role_gets_it_folded_into_the_first_user_turn():
+    tok = tokenizer("chatml")
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
+                         "supported') }}{% endif %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}")
+    with pytest.warns(UserWarning, match="refuses the system role"):
+        r = render({"messages": CONV}, tok)
+    assert tok.decode(r.input_ids).startswith("<|im_start|>user\nYou answer in one sentence.\n\nCapital of Peru?")
+    assert masked_texts(tok, CONV) == EXPECTED["chatml"]
 
 
 def test_a_template_that_refuses_the_conversation_says_so():
     tok = tokenizer("chatml")
-    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
-                         "supported') }}{% endif %}{{ m['content'] }}{% endfor %}")
-    with pytest.raises(TemplateError, match="System role not supported"):
-        render({"messages": CONV}, tok)
+    tok.chat_template = ("{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+                         "{{ raise_exception('Conversation roles must alternate user/assistant') }}{% endif %}"
+                         "{{ m['content'] }}{% endfor %}")
+    with pytest.raises(TemplateError, match="roles must alternate"):
+        render({"messages": CONV[1:3] + CONV[2:3]}, tok)
 
 
 def test_a_tokenizer_without_pad_gets_its_eos_with_a_note():

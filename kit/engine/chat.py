@@ -1,172 +1,40 @@
-"""Conversations: check one against the chat format, and render it into token ids and a loss mask.
+"""Conversations rendered into token ids and a loss mask, under any chat template.
 
-The format is OpenAI's fine-tuning format:
-    {"messages": [{"role": "system" | "user" | "assistant", "content": "...", "weight": 0 | 1}, ...]}
-`weight` is optional (assistant messages only): 0 keeps a reply in the context but out of the loss.
-Preference pairs (for DPO) use {"prompt": [messages], "chosen": [messages], "rejected": [messages]}.
+The format and its checks are in `kit.engine.checks` (re-exported here). `render` gives a
+conversation's ids and mask: the template's `{% generation %}` spans where it has them, else each
+reply found inside the rendering of the whole conversation (`reply_spans`).
 
 Example:
     >>> conv = {"messages": [{"role": "user", "content": "Capital of Peru?"},
     ...                      {"role": "assistant", "content": "The capital of Peru is Lima."}]}
     >>> check_example(conv)
     []
-    >>> check_example({"messages": [{"role": "robot", "content": "hi"}]})[0].message
-    "unknown role 'robot' (expected one of: system, user, assistant)"
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import dataclass
 
-ROLES = ("system", "user", "assistant")
-ENTRY_KEYS = {"messages"}
-MESSAGE_KEYS = {"role", "content", "weight", "name"}
-PREFERENCE_KEYS = {"prompt", "chosen", "rejected"}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One row of a validation report. `line` counts from 1, as in an editor (0: the whole file)."""
-
-    line: int
-    field: str
-    severity: str  # "error" | "warning"
-    message: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def short(value, limit: int = 60) -> str:
-    """`repr(value)` cut to `limit` characters (safe for any JSON value, even a 10,000-digit number)."""
-    if isinstance(value, str) and len(value) > limit:
-        return repr(value[:limit]) + "..."
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):  # int too long to convert, or nested too deeply
-        text = f"<a {type(value).__name__}>"
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _key(key) -> str:
-    """A key as it may appear in a field name: itself when it is a plain short name, else its cut repr."""
-    return key if isinstance(key, str) and key.isidentifier() and len(key) <= 40 else short(key, 40)
-
-
-def _check_messages(messages, field: str, err) -> list:
-    """Per-message checks shared by chat and preference examples; returns the roles seen (text roles only)."""
-    if not isinstance(messages, list) or not messages:
-        err(field, f"'{field}' must be a non-empty list of messages (got {short(messages, 40)})")
-        return []
-    roles = []
-    for i, m in enumerate(messages):
-        f = f"{field}[{i}]"
-        if not isinstance(m, dict):
-            err(f, f"message is not an object (got {type(m).__name__}): write {{\"role\": ..., \"content\": ...}}")
-            continue
-        for key in ("role", "content"):
-            if key not in m:
-                err(f"{f}.{key}", f"message is missing {key!r}" + (": add \"role\": \"user\" (or \"assistant\", "
-                                                                   "\"system\")" if key == "role" else
-                                                                   ": add the message's text as \"content\""))
-        for key in sorted(set(m) - MESSAGE_KEYS, key=str):
-            err(f"{f}.{_key(key)}", f"unknown key {short(key, 40)} in a message "
-                                    f"(allowed: {', '.join(sorted(MESSAGE_KEYS))}): remove or rename it")
-        role, content = m.get("role"), m.get("content")
-        if "role" in m and not (isinstance(role, str) and role in ROLES):
-            err(f"{f}.role", f"unknown role {short(role, 40)} (expected one of: {', '.join(ROLES)})")
-        if "content" in m:
-            if not isinstance(content, str):
-                err(f"{f}.content", f"content must be a string (got {type(content).__name__}): write the text in "
-                                    "double quotes")
-            elif not content.strip():
-                err(f"{f}.content", "content is empty: write the message's text, or remove the message")
-            elif bad := _SURROGATE.search(content):
-                err(f"{f}.content", f"content holds a lone surrogate ({bad.group()!r} at character {bad.start() + 1}), "
-                                    "which is not valid Unicode text: fix the \\u escape (an emoji is a pair such as "
-                                    "\\ud83d\\ude00) or remove it")
-        if "weight" in m:
-            w = m["weight"]
-            if type(w) is not int or w not in (0, 1):
-                err(f"{f}.weight", f"weight must be the integer 0 or 1 (got {short(w, 40)}): write 0 or 1, "
-                                   "without quotes or a decimal point")
-            elif role != "assistant":
-                err(f"{f}.weight", "weight only applies to assistant messages", "warning")
-        if "name" in m and not (isinstance(m["name"], str) and m["name"].strip()):
-            err(f"{f}.name", f"name must be a non-empty string (got {short(m['name'], 40)})")
-        roles.append(role if isinstance(role, str) else None)
-    return roles
-
-
-def check_example(entry, line: int = 0) -> list[Problem]:
-    """The format problems of one chat example (OpenAI's data checks plus role order), as Problems.
-
-    A preference example (keys `prompt`, `chosen`, `rejected`) is checked by `check_preference`.
-    """
-    def err(field: str, msg: str, severity: str = "error") -> None:
-        out.append(Problem(line, field, severity, msg))
-
-    out: list[Problem] = []
-    if not isinstance(entry, dict):
-        err("", f"entry is not a JSON object (got {type(entry).__name__}): write one object per line, "
-                "{\"messages\": [...]}")
-        return out
-    if "messages" not in entry and {"prompt", "chosen", "rejected"} & set(entry):
-        return check_preference(entry, line)
-    for key in sorted(set(entry) - ENTRY_KEYS, key=str):
-        err(_key(key), f"unknown key {short(key, 40)} in the entry (expected only 'messages')", "warning")
-    if "messages" not in entry:
-        err("messages", "missing 'messages': a chat example is {\"messages\": [{\"role\": ..., \"content\": ...}, "
-                        "...]}")
-        return out
-    roles = _check_messages(entry["messages"], "messages", err)
-    if not roles:
-        return out
-    if "assistant" not in roles:
-        err("messages", "no assistant message: the example teaches nothing")
-    body = [r for r in roles if r != "system"]
-    if "system" in roles[1:]:
-        err("messages", "a system message after the first message", "warning")
-    if body and body[0] == "assistant":
-        err("messages", "the conversation starts with the assistant (expected a user message first)", "warning")
-    for a, b in zip(body, body[1:]):
-        if a == b and a in ("user", "assistant"):
-            err("messages", f"two {a} messages in a row", "warning")
-            break
-    return out
-
-
-def check_preference(entry: dict, line: int = 0) -> list[Problem]:
-    """Problems of one preference example: {"prompt": [messages], "chosen": [...], "rejected": [...]}.
-
-    The prompt ends with a user message; chosen and rejected are the assistant's two candidate replies.
-    """
-    def err(field: str, msg: str, severity: str = "error") -> None:
-        out.append(Problem(line, field, severity, msg))
-
-    out: list[Problem] = []
-    for key in sorted(set(entry) - PREFERENCE_KEYS, key=str):
-        err(_key(key), f"unknown key {short(key, 40)} in a preference entry (expected: prompt, chosen, rejected)",
-            "warning")
-    for key in ("prompt", "chosen", "rejected"):
-        if key not in entry:
-            err(key, f"missing {key!r}: a preference pair has a prompt, a chosen and a rejected reply")
-    if out and any(p.severity == "error" for p in out):
-        return out
-    prompt_roles = _check_messages(entry["prompt"], "prompt", err)
-    if prompt_roles and prompt_roles[-1] != "user":
-        err("prompt", "the prompt must end with a user message")
-    for key in ("chosen", "rejected"):
-        roles = _check_messages(entry[key], key, err)
-        if roles and any(r != "assistant" for r in roles):
-            err(key, f"'{key}' must hold assistant messages only")
-    if entry["chosen"] == entry["rejected"]:
-        err("chosen", "chosen and rejected are identical: the pair teaches nothing", "warning")
-    return out
+from .checks import ENTRY_KEYS as ENTRY_KEYS
+from .checks import MESSAGE_KEYS as MESSAGE_KEYS
+from .checks import PREFERENCE_KEYS as PREFERENCE_KEYS
+from .checks import ROLES as ROLES
+from .checks import TEMPLATE_KEYS as TEMPLATE_KEYS
+from .checks import Problem as Problem
+from .checks import check_example as check_example
+from .checks import check_preference as check_preference
+from .checks import short as short
+from .vocab import MESSAGE_CHARS as MESSAGE_CHARS
+from .vocab import _cached, _special_re, document_start
+from .vocab import conversation_chars as conversation_chars
+from .vocab import conversation_size as conversation_size
+from .vocab import cut_budget as cut_budget
+from .vocab import cut_messages as cut_messages
+from .vocab import find_special_token as find_special_token
+from .vocab import max_token_chars as max_token_chars
+from .vocab import special_tokens as special_tokens
 
 
 @dataclass
@@ -208,24 +76,124 @@ def _render_text(tok, messages: list[dict], add_generation_prompt: bool = False)
                             "message: fix the conversation, or give the tokenizer another chat_template") from e
 
 
-def reply_spans(messages: list[dict], tok) -> tuple[list[int], list[tuple[int, int]]]:
+def template_messages(messages: list[dict]) -> list[dict]:
+    """The messages as a chat template reads them: role and content, and the tool fields where given (the
+    kit's own keys, such as `weight`, left out)."""
+    return [{k: m[k] for k in TEMPLATE_KEYS if k in m} for m in messages]
+
+
+def fold_system(messages: list[dict]) -> list[dict]:
+    """The system message(s) written at the start of the first user turn, for a template that refuses the
+    system role (Gemma 2, the first Mixtral): "<system text>\\n\\n<user text>"."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m.get("content"))
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    for m in rest:
+        if m["role"] == "user" and system:
+            m["content"] = f"{system}\n\n{m.get('content') or ''}"
+            break
+    else:
+        if system:
+            rest.insert(0, {"role": "user", "content": system})
+    return rest
+
+
+def render_conversation(tok, messages: list[dict], add_generation_prompt: bool = False) -> tuple[str, list[dict]]:
+    """The template's text of a conversation, and the messages it rendered: when the template refuses a system
+    message, the system text is folded into the first user turn (`fold_system`) and a one-line note is given."""
+    try:
+        return _render_text(tok, messages, add_generation_prompt), messages
+    except TemplateError as first:
+        if not any(m["role"] == "system" for m in messages):
+            raise
+        folded = fold_system(messages)
+        try:
+            text = _render_text(tok, folded, add_generation_prompt)
+        except TemplateError:
+            raise first from None
+        if not getattr(tok, "_kit_folded_note", False):
+            warnings.warn("this chat template refuses the system role: the system text is written at the start of "
+                          "the first user turn instead", stacklevel=3)
+            try:
+                tok._kit_folded_note = True
+            except AttributeError:  # pragma: no cover - a tokenizer that refuses new attributes
+                pass
+        return text, folded
+
+
+def _marker(k: int) -> str:
+    """A stand-in for the k-th assistant reply: private-use characters that no template trims, splits or
+    matches (a reply's reasoning, when it has one, is kept before it: see `reply_spans`)."""
+    return "\ue000" + "".join(chr(0xe010 + int(d)) for d in str(k)) + "\ue001"
+
+
+def _answer(content: str) -> tuple[str, str]:
+    """A reply split into (its reasoning up to and including '</think>', the answer after it)."""
+    cut = content.rfind("</think>")
+    return (content[: cut + len("</think>")], content[cut + len("</think>"):]) if cut >= 0 else ("", content)
+
+
+def _content_regions(real: str, marked: str, markers: list[str]) -> list[tuple[int, int]] | None:
+    """Where each marker of `marked` (the conversation with stand-ins for the replies) lies in `real` (the
+    same conversation with the replies): the text between the template's own text around it. None when a
+    marker is missing (the template dropped or rewrote that reply)."""
+    where = []
+    for m in markers:
+        i = marked.find(m)
+        if i < 0:
+            return None
+        where.append((i, i + len(m)))
+    segments = [marked[b0:a1] for (_, b0), (a1, _) in zip([(0, 0), *where], [*where, (len(marked), 0)])]
+    out, p = [], 0  # fast path: the template only inserts each reply (perhaps trimmed) between fixed texts
+    for k, seg in enumerate(segments[:-1]):
+        if not real.startswith(seg, p):
+            break
+        start = p + len(seg)
+        nxt = segments[k + 1]
+        end = real.find(nxt, start) if k + 1 < len(segments) - 1 else len(real) - len(nxt)
+        if end < start or (k + 1 == len(segments) - 1 and not real.endswith(nxt)):
+            break
+        out.append((start, end))
+        p = end
+    else:
+        return out
+    import difflib  # slow path: the template writes something else around an empty reply (a tool call)
+
+    blocks = difflib.SequenceMatcher(None, marked, real, autojunk=False).get_matching_blocks()
+    out = []
+    for a, b in where:
+        start = max((blk.b + blk.size for blk in blocks if blk.a + blk.size <= a), default=0)
+        end = min((blk.b for blk in blocks if blk.a >= b and blk.size), default=len(real))
+        out.append((start, max(start, end)))
+    return out
+
+
+def reply_spans(messages: list[dict], tok, use_marks: bool = True) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids of a whole conversation and the [start, end) token span of every assistant reply, in order.
 
-    With `{% generation %}` in the template the spans are the template's own. Otherwise they come
-    from rendering growing prefixes: an assistant message's reply starts after the generation
-    prompt that precedes it and runs as far as the text is the same whether the conversation stops
-    there or goes on (content, end-of-turn token, a newline the template writes after it; not an
-    end-of-conversation token some templates append only after the last turn).
+    With `{% generation %}` in the template the spans are the template's own. Otherwise each reply is
+    found inside the rendering of the whole conversation (so a template that rewrites earlier turns,
+    moves the system text or adds an empty think block still gives exact spans): the conversation is
+    rendered once with the replies and once with a stand-in for each, and the text between the
+    template's own text around a stand-in is that reply as the template wrote it. The span runs from
+    the reply (with a space the template writes before it, which the model generates too) over the
+    end-of-turn token the template writes after it (the first special token), and the newline after
+    that; not an end-of-conversation token some templates append after the last turn. A reply's
+    reasoning that the template drops from past turns is not in the rendering, so not in the loss;
+    an empty think block the template writes before the last reply is context, as the generation
+    prompt is.
+
+    `use_marks=False` finds the spans as for a template without marks (to compare the two).
 
     Raises:
-        TemplateError: the template rewrites earlier turns as later ones follow, drops a reply, or
-            refuses the conversation; the message says which and what to do.
+        TemplateError: the template drops or rewrites a reply, or refuses the conversation; the
+            message says which and what to do.
     """
     if not getattr(tok, "chat_template", None):
         raise TemplateError("the tokenizer has no chat template, so a conversation cannot be rendered: set "
                             "tok.chat_template (a Jinja template) or use a tokenizer that has one")
-    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-    if has_generation_marks(tok):
+    plain = template_messages(messages)
+    if has_generation_marks(tok) and use_marks:
+        _, plain = render_conversation(tok, plain)  # a template that refuses the system role: folded
         try:
             out = tok.apply_chat_template(plain, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
         except Exception as e:
@@ -239,32 +207,43 @@ def reply_spans(messages: list[dict], tok) -> tuple[list[int], list[tuple[int, i
                 spans.append((start, i))
                 start = None
         return ids, spans
-    full = _render_text(tok, plain)
+    full, plain = render_conversation(tok, plain)
+    assistant = [k for k, m in enumerate(plain) if m["role"] == "assistant"]
+    replies = [k for k in assistant if plain[k].get("content") or not plain[k].get("tool_calls")]
+    markers = [_marker(j) for j in range(len(replies))]
+    stand_in = [dict(m) for m in plain]
+    for j, k in enumerate(replies):
+        stand_in[k]["content"] = _answer(plain[k].get("content") or "")[0] + markers[j]
+    regions = _content_regions(full, _render_text(tok, stand_in), markers)
+    if regions is None:
+        _rewritten(0)
+    where = dict(zip(replies, regions))
     char_spans = []
-    for k, m in enumerate(plain):
-        if m["role"] != "assistant":
+    for k in assistant:
+        limit = next((where[i][0] for i in replies if i > k), len(full))
+        if k not in where:  # a reply that only calls a tool: it starts where the generation prompt ends
+            prompt = _render_text(tok, plain[:k], add_generation_prompt=True)
+            if not full.startswith(prompt):
+                raise TemplateError(f"assistant message {k} only calls a tool, and the chat template writes the "
+                                    "conversation before it differently once it goes on, so where the call starts "
+                                    "cannot be found: give the message a short content, or use {% generation %}")
+            end = _turn_end(full, len(prompt), limit, tok, tool_call=True)
+            if not _special_re_strip(full[len(prompt):end], tok).strip():
+                raise TemplateError(f"the chat template does not write the tool call of assistant message {k} (it "
+                                    "ignores tool_calls, or writes them only when tools= is given): the model would "
+                                    "learn an empty reply; use a template that writes tool calls")
+            char_spans.append((len(prompt), end))
             continue
-        prompt = _render_text(tok, plain[:k], add_generation_prompt=True) if k else ""
-        upto = _render_text(tok, plain[: k + 1])
-        if k + 1 < len(plain):
-            end = _common_prefix(upto, full)  # the reply as the whole conversation renders it
-        else:  # the last reply: up to where another turn would start (no end-of-conversation trailer)
-            end = len(upto)
-            try:
-                probe = _common_prefix(upto, _render_text(tok, [*plain, {"role": "user", "content": "ok"}]))
-                if m["content"].strip() in upto[len(prompt):probe]:
-                    end = probe
-            except TemplateError:
-                pass
-        reply = full[len(prompt):end] if full.startswith(prompt) and upto.startswith(prompt) else None
-        if reply is None or (m["content"].strip() and m["content"].strip() not in reply):
-            raise TemplateError(
-                f"the chat template does not render this conversation the same way as it grows (assistant message "
-                f"{k} reads differently once later turns follow, or the text before it changes): it rewrites earlier "
-                "turns, e.g. by dropping the reasoning of past replies, so the loss mask cannot be found from "
-                "prefixes. Fix: put {% generation %}...{% endgeneration %} around the assistant content in "
-                "tok.chat_template, or use a template that renders each turn once")
-        char_spans.append((len(prompt), end))
+        answer = _answer(plain[k].get("content") or "")[1].strip()
+        a, b = where[k]
+        at = full.find(answer, a, b) if answer else a
+        if at < 0:
+            _rewritten(replies.index(k))
+        if answer:
+            a, b = at, at + len(answer)
+        while a > 0 and full[a - 1] in " \t":  # "[/INST] reply": the model writes that space itself
+            a -= 1
+        char_spans.append((a, _turn_end(full, b, limit, tok, tool_call=bool(plain[k].get("tool_calls")))))
     try:
         enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
     except NotImplementedError as e:
@@ -272,8 +251,9 @@ def reply_spans(messages: list[dict], tok) -> tuple[list[int], list[tuple[int, i
                             "(offsets): load it with AutoTokenizer.from_pretrained(..., use_fast=True)") from e
     ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
     spans = []
-    for a, b in char_spans:  # whole tokens only: one that straddles a boundary belongs to the turn around it
-        inside = [i for i, (s, e) in enumerate(offsets) if a <= s and e <= b and e > s]
+    for a, b in char_spans:  # a token that straddles an edge is in when its outside part is only whitespace
+        inside = [i for i, (s, e) in enumerate(offsets) if e > s and e > a and s < b
+                  and not full[s:a].strip() and not full[b:e].strip()]
         if inside:
             spans.append((inside[0], inside[-1] + 1))
     if len(spans) != len(char_spans):
@@ -281,13 +261,36 @@ def reply_spans(messages: list[dict], tok) -> tuple[list[int], list[tuple[int, i
     return ids, spans
 
 
-def _common_prefix(a: str, b: str) -> int:
-    """Length of the longest common prefix of two strings."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+def _special_re_strip(text: str, tok) -> str:
+    """The text without the tokenizer's special tokens."""
+    pattern = _cached(tok, "_kit_special_re", lambda: _special_re(tok))
+    return pattern.sub("", text) if pattern is not None else text
+
+
+def _rewritten(j: int):
+    raise TemplateError(
+        f"the chat template does not write assistant reply {j + 1} as it is (it drops or rewrites a reply, e.g. "
+        "keeps only a summary of past turns), so the reply's tokens cannot be found: put {% generation %}..."
+        "{% endgeneration %} around the assistant content in tok.chat_template, or use a template that writes "
+        "every reply")
+
+
+def _turn_end(full: str, end: int, limit: int, tok, tool_call: bool = False) -> int:
+    """Where a reply's turn ends: after the first special token the template writes after it (its end of turn),
+    with only whitespace before it, and the newlines right after that token. After a tool call (which the
+    template writes in its own words and tokens): the first end-of-turn token."""
+    if tool_call:
+        ends = [tok.convert_ids_to_tokens(i) for i in end_of_turn_ids(tok)] or [tok.eos_token]
+        pattern = re.compile("|".join(map(re.escape, [e for e in ends if e]))) if any(ends) else None
+    else:
+        pattern = _cached(tok, "_kit_special_re", lambda: _special_re(tok))
+    m = pattern.search(full, end, limit) if pattern is not None else None
+    if m is None or not (tool_call or not full[end:m.start()].strip()):
+        return end
+    stop = m.end()
+    while stop < limit and full[stop] in "\r\n":
+        stop += 1
+    return stop
 
 
 def render(conversation: dict | list, tok, max_length: int | None = None) -> Rendered:
@@ -303,6 +306,8 @@ def render(conversation: dict | list, tok, max_length: int | None = None) -> Ren
         >>> tok.decode([i for i, m in zip(r.input_ids, r.loss_mask) if m])                 # doctest: +SKIP
         'Hello.<|end|>'
     """
+    if isinstance(conversation, dict) and "text" in conversation and "messages" not in conversation:
+        return render_text(conversation["text"], tok, max_length)
     messages = conversation["messages"] if isinstance(conversation, dict) else conversation
     exact = True
     if max_length is not None:  # a text far longer than max_length is cut in characters before tokenising
@@ -323,77 +328,43 @@ def render(conversation: dict | list, tok, max_length: int | None = None) -> Ren
     return Rendered(ids, mask, n_assistant, truncated, n_assistant - sum(mask), exact)
 
 
-MESSAGE_CHARS = 16  # what a template adds around each message (role markers, end of turn), in characters
+def render_text(text: str, tok, max_length: int | None = None) -> Rendered:
+    """A plain text as a document (a `{"text": ...}` row): what the tokenizer starts a document with, the
+    text, and its EOS token; every token after the start carries loss."""
+    exact = True
+    if max_length is not None and len(text) > cut_budget(tok, max_length):
+        text, exact = text[: cut_budget(tok, max_length)], False
+    start = document_start(tok)
+    body = tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if tok.eos_token_id is not None
+                                                               else [])
+    ids, mask = start + body, [0] * len(start) + [1] * len(body)
+    truncated = max(0, len(ids) - max_length) if max_length is not None else 0
+    if truncated:
+        ids, mask = ids[:max_length], mask[:max_length]
+    return Rendered(ids, mask, len(body), truncated, len(body) - sum(mask), exact)
 
 
-def conversation_chars(messages: list[dict]) -> int:
-    """The length of a conversation in characters (its contents), measured before any tokenising."""
-    return sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
-
-
-def conversation_size(messages: list[dict]) -> int:
-    """What rendering a conversation costs, in characters: its contents and a little per message."""
-    return conversation_chars(messages) + MESSAGE_CHARS * len(messages)
-
-
-def cut_budget(tok, max_length: int) -> int:
-    """Characters that surely make more than `max_length` tokens (see `max_token_chars`), with a margin."""
-    return (max_length + 16) * max_token_chars(tok) + 256
-
-
-def cut_messages(messages: list[dict], budget: int) -> list[dict]:
-    """The conversation cut after `budget` characters (see `conversation_size`; the later messages left out)."""
-    out = []
-    for m in messages:
-        if budget <= 0:
-            break
-        out.append({**m, "content": m["content"][:budget]})
-        budget -= len(m["content"]) + MESSAGE_CHARS
-    return out
-
-
-def max_token_chars(tok) -> int:
-    """The most characters one token of `tok` can stand for (its longest vocabulary entry; cached).
-
-    A text of n characters makes at least n / max_token_chars(tok) tokens, so a text longer than
-    max_length * max_token_chars(tok) surely overflows max_length: it need not be tokenised whole.
-    """
-    return _cached(tok, "_kit_max_token_chars", lambda: max((len(t) for t in tok.get_vocab()), default=1) or 1)
-
-
-def _cached(tok, attr: str, make):
-    """A value derived from the tokenizer's vocabulary, kept on it until tokens are added."""
-    size = len(tok)
-    held = getattr(tok, attr, None)
-    if held is None or held[0] != size:
-        held = (size, make())
+def end_of_turn_ids(tok) -> list[int]:
+    """The special tokens the chat template writes right after an assistant reply (cached per template)."""
+    template = getattr(tok, "chat_template", None)
+    cached = getattr(tok, "_kit_end_of_turn", None)
+    if cached is not None and cached[0] == template:
+        return cached[1]
+    found: list[int] = []
+    if template:
         try:
-            setattr(tok, attr, held)
-        except AttributeError:  # pragma: no cover - a tokenizer that refuses new attributes
-            pass
-    return held[1]
-
-
-def special_tokens(tok) -> list[str]:
-    """The tokenizer's special (control) tokens as text, longest first: its BOS / EOS / pad, the chat
-    template's markers (`<|end|>`, `<|im_start|>`, `<|eot_id|>`, ...) and every other special added token."""
-    found = {t for t in getattr(tok, "all_special_tokens", []) if isinstance(t, str) and t}
-    for added in getattr(tok, "added_tokens_decoder", {}).values():
-        if getattr(added, "special", False) and getattr(added, "content", ""):
-            found.add(added.content)
-    return sorted(found, key=lambda t: (-len(t), t))
-
-
-def find_special_token(text: str, tok) -> str | None:
-    """The first special token of `tok` written inside `text`, or None. Such text would be read as a
-    control token (an end of turn, a new role) instead of as the characters themselves."""
-    def make():
-        tokens = special_tokens(tok)
-        return re.compile("|".join(map(re.escape, tokens))) if tokens else None
-
-    pattern = _cached(tok, "_kit_special_re", make)
-    m = pattern.search(text) if pattern is not None else None
-    return m.group() if m else None
+            probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yes"}]
+            ids, spans = reply_spans(probe, tok)
+            special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+            start, end = spans[0]
+            found = sorted({t for t in ids[start:end] if t in special})
+        except (TemplateError, ValueError, IndexError, TypeError):
+            found = []
+    try:
+        tok._kit_end_of_turn = (template, found)
+    except AttributeError:  # pragma: no cover - a tokenizer that refuses new attributes
+        pass
+    return found
 
 
 def mask_html(rendered: Rendered, tok) -> str:

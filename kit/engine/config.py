@@ -75,24 +75,24 @@ RUNTIME_FIELDS = ("checkpoint_every", "nonfinite", "compile", "gradient_checkpoi
 class SFTConfig:
     """Supervised fine-tuning on chat examples (full or LoRA); also the fields of the control panel."""
 
-    epochs: float = 3.0
-    lr: float = 5e-4                 # full fine-tuning
-    lora: bool = False
-    lora_lr: float = 5e-3            # LoRA trains few weights: a larger step suits it
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
+    epochs: float = 3.0              # passes over the training data
+    lr: float = 5e-4                 # learning rate of full fine-tuning
+    lora: bool = False               # train LoRA adapters instead of every weight
+    lora_lr: float = 5e-3            # learning rate of the adapters: LoRA trains few weights, a larger step suits it
+    lora_r: int = 16                 # LoRA rank (adapter width)
+    lora_alpha: int = 32             # LoRA scale: the adapter's update is multiplied by alpha / r
+    lora_dropout: float = 0.0        # dropout on the adapters' input
     lora_targets: tuple[str, ...] = ()  # () = every linear layer of the blocks (`kit.engine.models.lora_targets`)
     lora_layers: int = 0             # 0 = adapters in every block; k = in the last k blocks only (the backward pass
                                      # then stops at the first adapted block: faster, and the earlier blocks untouched)
-    batch_size: int = 16
-    seq_len: int = 128
-    warmup_ratio: float = 0.05
+    batch_size: int = 16             # rows per optimizer step
+    seq_len: int = 128               # tokens per training row (longer examples are cut)
+    warmup_ratio: float = 0.05       # share of the steps over which the learning rate rises from 0
     replay: float = 0.5              # plain-text documents mixed in, per chat example (against forgetting)
     first_token_weight: float = 1.0  # loss weight of each reply's first token (where it decides to help or refuse)
     eval_every: int = 0              # validation-loss interval in steps (0: once per epoch)
-    log_every: int = 5
-    seed: int = 0
+    log_every: int = 5               # steps between two logged training losses
+    seed: int = 0                    # data order, adapters' initialisation, replay sample
     max_steps: int = 0               # optimizer steps; 0: `epochs` passes over the data (set it to compare
                                      # runs on different data at equal steps)
 
@@ -113,13 +113,13 @@ class DPOConfig:
     """Preference tuning (`kit.engine.dpo.dpo`): a LoRA adapter trained on chosen/rejected pairs."""
 
     beta: float = 0.1                # how far DPO may move from the reference model
-    lr: float = 1e-3
-    epochs: float = 1.0
-    lora_r: int = 16
+    lr: float = 1e-3                 # learning rate of the adapters
+    epochs: float = 1.0              # passes over the pairs
+    lora_r: int = 16                 # LoRA rank (adapter width)
     lora_layers: int = 0             # 0 = adapters in every block; k = in the last k blocks only
     sft_weight: float = 1.0          # SFT anchor on the chosen reply (0 = plain DPO)
-    batch_size: int = 16
-    seed: int = 0
+    batch_size: int = 16             # pairs per optimizer step
+    seed: int = 0                    # pair order, adapters' initialisation
 
 
 def problems_model(m: ModelConfig, prefix: str = "model") -> list[str]:

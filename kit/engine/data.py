@@ -165,10 +165,10 @@ def validate(examples: list[dict], tok, max_length: int | None = None,
             if r is not None:
                 n_tokens += len(r.input_ids)
                 n_loss += r.n_loss_tokens
-        if sum(conversation_size(c["messages"]) for c in conversations(ex)) > MAX_CHARS:
+        if sum(conversation_size(messages_of(c)) for c in conversations(ex)) > MAX_CHARS:
             continue  # too long to be anyone's duplicate, and comparing it would copy it several times
         exact = _digest(json.dumps(clean(ex), sort_keys=True))
-        near = _digest(normalise(" ".join(m["content"] for c in conversations(ex) for m in c["messages"])))
+        near = _digest(normalise(" ".join(m.get("content") or "" for c in conversations(ex) for m in messages_of(c))))
         if exact in seen_exact:
             report.problems.append(Problem(line, "messages", "warning", f"exact duplicate of line {seen_exact[exact]}"))
         elif near in seen_near:
@@ -192,21 +192,27 @@ def validate(examples: list[dict], tok, max_length: int | None = None,
 
 
 def conversations(example: dict) -> list[dict]:
-    """The conversation(s) an example trains on: itself, or prompt + chosen and prompt + rejected."""
-    if "messages" in example:
+    """The conversation(s) an example trains on: itself, or prompt + chosen and prompt + rejected (a text row
+    is itself, read by `messages_of` as one message)."""
+    if "messages" in example or "text" in example:
         return [example]
     return [{"messages": example["prompt"] + example[k]} for k in ("chosen", "rejected")]
+
+
+def messages_of(conv: dict) -> list[dict]:
+    """The messages of a conversation; a text row's text as one message of the role "text"."""
+    return conv["messages"] if "messages" in conv else [{"role": "text", "content": conv["text"]}]
 
 
 def _special_tokens(ex: dict, tok, line: int, report: Report) -> bool:
     """Report every message whose text holds a special token of the template; True if one does."""
     found = False
-    for key in ("messages", "prompt", "chosen", "rejected"):
-        for j, m in enumerate(ex.get(key) or []):
-            token = find_special_token(m["content"], tok)
+    for key in ("messages", "prompt", "chosen", "rejected", "text"):
+        for j, m in enumerate(messages_of(ex) if key == "text" and "text" in ex else ex.get(key) or []):
+            token = find_special_token(m.get("content") or "", tok)
             if token is not None:
                 found = True
-                report.problems.append(Problem(line, f"{key}[{j}].content", "error", (
+                report.problems.append(Problem(line, "text" if key == "text" else f"{key}[{j}].content", "error", (
                     f"the text holds {token!r}, a special token of the chat template: it would be read as a "
                     "control token (such as an end of turn or a new role), not as text, and training would "
                     "learn it; remove it, or write it differently (e.g. with a space inside)")))
@@ -216,9 +222,9 @@ def _special_tokens(ex: dict, tok, line: int, report: Report) -> bool:
 def _check_render(conv: dict, tok, max_length: int | None, end_ids: set[int], line: int,
                   report: Report) -> Rendered | None:
     """Template checks of one conversation (length, truncation, tokens with loss, a trained end-of-turn)."""
-    chars, size = conversation_chars(conv["messages"]), conversation_size(conv["messages"])
+    chars, size = conversation_chars(messages_of(conv)), conversation_size(messages_of(conv))
     if size > MAX_CHARS and (max_length is None or cut_budget(tok, max_length) > MAX_CHARS):
-        n = len(conv["messages"])
+        n = len(messages_of(conv))
         report.problems.append(Problem(line, "messages", "error", (
             f"too long to check: {chars:,} characters in {n:,} messages (over {MAX_CHARS:,} characters, the most "
             "the validator tokenises" + (" without a max_length" if max_length is None else "") + "): give the "
@@ -231,7 +237,7 @@ def _check_render(conv: dict, tok, max_length: int | None, end_ids: set[int], li
         report.problems.append(Problem(line, "messages", "error", f"cannot be rendered: {e}"))
         return None
     if r.truncated and not r.exact:
-        wants = any(m["role"] == "assistant" and m.get("weight", 1) != 0 for m in conv["messages"])
+        wants = any(m["role"] in ("assistant", "text") and m.get("weight", 1) != 0 for m in messages_of(conv))
         sev = "error" if r.n_loss_tokens == 0 and wants else "warning"
         report.problems.append(Problem(line, "messages", sev, (
             f"over the token limit: {chars:,} characters cannot fit in max_length={max_length} tokens (a token "
@@ -252,8 +258,8 @@ def _check_render(conv: dict, tok, max_length: int | None, end_ids: set[int], li
 
 
 def _prompt_key(ex: dict) -> str:
-    messages = ex["messages"] if "messages" in ex else ex["prompt"]
-    return normalise(" ".join(m["content"] for m in messages if m["role"] != "assistant"))
+    messages = ex["prompt"] if "prompt" in ex else messages_of(ex)
+    return normalise(" ".join(m.get("content") or "" for m in messages if m["role"] != "assistant"))
 
 
 def validate_file(path: str | Path, tok, max_length: int | None = None,
@@ -278,8 +284,8 @@ def stats(examples: list[dict], tok, max_length: int | None = None, epochs: int 
         r = render(ex, tok, max_length)
         per_example.append(len(r.input_ids))
         loss += r.n_loss_tokens
-        for m in ex["messages"]:
-            per_role[m["role"]] += len(tok(m["content"], add_special_tokens=False)["input_ids"])
+        for m in messages_of(ex):
+            per_role[m["role"]] += len(tok(m.get("content") or "", add_special_tokens=False)["input_ids"])
     total = sum(per_example)
     return {"examples": len(examples), "tokens": total, "per_example": per_example, "per_role": dict(per_role),
             "loss_tokens": loss, "loss_token_share": loss / max(1, total),

@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from .chat import TEMPLATE_KEYS
 from .packing import PackedChat
 from .train import causal_lm_loss
 
@@ -41,11 +42,11 @@ def mean_loss(model, rows, batch_size: int = 16) -> float:
 
 def split_prompt(example: dict) -> tuple[list[dict], str] | None:
     """(messages before the last assistant reply, that reply's text); None when there is no reply."""
-    messages = example["messages"]
+    messages = example.get("messages") or []  # a text row has no reply to generate
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     if last is None or last == 0:
         return None
-    return [{"role": m["role"], "content": m["content"]} for m in messages[:last]], messages[last]["content"]
+    return [{k: m[k] for k in TEMPLATE_KEYS if k in m} for m in messages[:last]], messages[last].get("content") or ""
 
 
 def evaluate_chat(model, tok, examples: list[dict] | None, seq_len: int = 256, *, generate: bool = True,

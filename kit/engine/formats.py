@@ -19,11 +19,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .chat import MESSAGE_KEYS, ROLES, Problem, short
+from .chat import Problem, short
 from .lines import LineError, iter_lines, parse_json
 from .report import Report, accept, finish
 
 COLUMNS = ("messages", "prompt", "chosen", "rejected")
+CSV_ROLES = ("system", "user", "assistant")
 
 
 def _physical_lines(path: str | Path, bad: dict[int, str]):
@@ -85,7 +86,7 @@ def load_csv(path: str | Path, strict: bool = False) -> tuple[list[dict], Report
             report.problems += [Problem(start, "messages", "warning", d) for d in dups]
             entry = {"messages": value}
         else:
-            entry = {"messages": [{"role": r, "content": cells[r]} for r in ROLES if cells.get(r)]}
+            entry = {"messages": [{"role": r, "content": cells[r]} for r in CSV_ROLES if cells.get(r)]}
         accept(entry, start, examples, report, first)
     return finish(examples, report, strict, str(path))
 
@@ -125,7 +126,7 @@ def _message_features():
     from datasets import Value
 
     kinds = {"role": "string", "content": "string", "weight": "int64", "name": "string"}
-    return {k: Value(kinds[k]) for k in sorted(MESSAGE_KEYS)}
+    return {k: Value(kinds[k]) for k in sorted(kinds)}
 
 
 def to_hf_dataset(examples: list[dict]):
@@ -145,12 +146,41 @@ def to_hf_dataset(examples: list[dict]):
     return datasets.Dataset.from_dict(rows, features=features)
 
 
-def from_hf_dataset(ds) -> list[dict]:
-    """Examples from a Hugging Face `datasets.Dataset` with a `messages` column (chat) and/or
-    `prompt` / `chosen` / `rejected` columns (preference pairs); empty fields are left out."""
-    cols = [c for c in COLUMNS if c in ds.column_names]
-    if not cols:
-        raise ValueError(f"the dataset has none of the columns {', '.join(COLUMNS)} (it has "
-                         f"{', '.join(ds.column_names)}): rename its chat column to 'messages'")
-    return [{c: [{k: v for k, v in dict(m).items() if v is not None} for m in row[c]]
-             for c in cols if row[c] is not None} for row in ds]
+def _drop_none(value):
+    """A dataset row as plain JSON values: the None that `datasets` writes for a missing field is left out."""
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def from_hf_dataset(ds, columns: dict[str, str] | None = None) -> list[dict]:
+    """Examples in the kit's form from a Hugging Face `datasets.Dataset` in any shape `kit.engine.shapes`
+    reads (`messages`; prompt / completion; prompt / chosen / rejected, or chosen / rejected alone;
+    `text`; ShareGPT's `conversations`; Alpaca's instruction / input / output). `columns` renames
+    columns first, e.g. `{"dialog": "messages"}` or `{"question": "prompt", "answer": "completion"}`.
+
+    Raises:
+        ValueError: a column named in `columns` is missing, or a row cannot be used (every problem listed,
+            with its row number counted from 1).
+    """
+    from .report import Report, accept
+
+    columns = dict(columns or {})
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"columns= names {', '.join(map(repr, missing))}, which the dataset does not have (it has "
+                         f"{', '.join(ds.column_names)})")
+    examples, report = [], Report()
+    for i, row in enumerate(ds, start=1):  # rows of several shapes may share a dataset (see `to_hf_dataset`)
+        entry = {columns.get(k, k): v for k, v in _drop_none(dict(row)).items()}
+        accept(entry, i, examples, report, {})
+    if report.errors:
+        head = (f"the dataset's rows cannot be used as they are (columns: {', '.join(ds.column_names)}); map yours "
+                "with columns={...} to messages, prompt / completion, prompt / chosen / rejected, text, "
+                "conversations, or instruction / output")
+        rows = [f"  row {p.line}: {p.field or '-'}: {p.message}" for p in report.errors[:10]]
+        more = len(report.errors) - len(rows)
+        raise ValueError("\n".join([head, *rows] + ([f"  ... and {more} more"] if more > 0 else [])))
+    return [{k: v for k, v in ex.items() if k != "_line"} for ex in examples]

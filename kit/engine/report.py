@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .chat import Problem, check_example
+from .chat import Problem
 
 
 class DataError(ValueError):
@@ -28,6 +28,7 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     n_examples: int = 0
     summary: dict = field(default_factory=dict)
+    shape: str = ""  # the file's data shape (see kit.engine.shapes); others are converted to the kit's form
 
     @property
     def errors(self) -> list[Problem]:
@@ -59,6 +60,8 @@ class Report:
     def lines(self) -> Iterator[str]:
         """The table line by line: a summary, then one line per problem (a long report is printed as it goes)."""
         head = f"{self.n_examples} examples: {len(self.errors)} errors, {len(self.warnings)} warnings"
+        if self.shape not in ("", "messages", "preference"):
+            head = f"{self.n_examples} examples ({self.shape} rows, read as the kit's form): " + head.split(": ", 1)[1]
         if self.summary:
             head += (f"; {self.summary['tokens']} tokens, {self.summary['loss_tokens']} carry loss "
                      f"({self.summary['loss_token_share']:.0%})")
@@ -91,29 +94,41 @@ def finish(examples: list[dict], report: Report, strict: bool, source: str) -> t
 
 
 def kind(entry) -> str | None:
-    """"chat" (a `messages` entry), "preference" (prompt / chosen / rejected), or None."""
+    """"chat" (a `messages` entry), "preference" (prompt / chosen / rejected), "text", or None."""
     if not isinstance(entry, dict):
         return None
     if "messages" in entry:
         return "chat"
-    return "preference" if {"prompt", "chosen", "rejected"} & set(entry) else None
+    if {"prompt", "chosen", "rejected"} & set(entry):
+        return "preference"
+    return "text" if "text" in entry else None
 
 
 def accept(entry, line_no: int, examples: list[dict], report: Report, first: dict) -> None:
-    """Check one entry; report its problems; keep it (with its line number) unless it has an error.
+    """Check one entry in any shape `shapes.detect` knows; report its problems; keep it in the kit's form
+    (with its line number) unless it has an error.
 
-    `first` remembers the file's first format and its line: a chat example and a preference pair
-    in one file is an error (they train differently).
+    `first` remembers the file's first shape and its line: two shapes in one file is an error that
+    names both (chat examples and preference pairs train differently; two chat shapes are most
+    likely two files joined by mistake).
     """
-    problems = check_example(entry, line_no)
-    k = kind(entry)
-    if k is not None:
-        first.setdefault("kind", (k, line_no))
-        if first["kind"][0] != k:
-            other, at = first["kind"]
+    from .shapes import convert
+
+    converted, problems, shape = convert(entry, line_no)
+    if shape is not None:
+        first.setdefault("shape", (shape, line_no))
+        other, at = first["shape"]
+        report.shape = other
+        if other != shape:
             problems.append(Problem(line_no, "", "error", (
-                f"a {k} example in a file of {other} examples (line {at} is a {other} example): keep chat "
-                "examples and preference pairs (prompt / chosen / rejected) in separate files")))
+                f"{_a(shape)} {shape} row in a file of {other} rows (line {at} is {_a(other)} {other} row): keep one "
+                "shape per file" + (" (chat examples and preference pairs, prompt / chosen / rejected, train "
+                              "differently)" if {"preference", "implicit preference"} & {shape, other}
+                              and not {shape, other} <= {"preference", "implicit preference"} else ""))))
     report.problems += problems
     if not any(p.severity == "error" for p in problems):
-        examples.append({**entry, "_line": line_no})
+        examples.append({**converted, "_line": line_no})
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"

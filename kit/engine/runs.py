@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import csv
 import dataclasses
 import hashlib
 import html as _html
@@ -22,11 +21,12 @@ import re
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 from .cache import work_root
-from .chat import check_preference
+from .pairs_csv import ImportedPairs as ImportedPairs
+from .pairs_csv import export_pairs_csv as export_pairs_csv
+from .pairs_csv import import_pairs_csv as import_pairs_csv
 from .sanitize import FORMULA_START, safe_cell, slug, unsafe_cell  # noqa: F401 (FORMULA_START: re-exported)
 
 
@@ -90,28 +90,32 @@ def hopeless(ev: dict, first: float, after: float = 0.3, ratio: float = 0.97) ->
 
 
 class Run:
-    """One run's folder, written as it runs: a `train()` callback and a context manager. With `early_stop=(after,
+    """One run's folder, written as it runs: a `train()` callback and a context manager. `report_to="trackio" |
+    "tensorboard"` mirrors it to that tracker (`kit.engine.trackers`; run.json stays the record). With
+    `early_stop=(after,
     ratio)` the `hopeless` rule sets `run.stop` (give `train()` `stop=run.stop`). When the `with` block ends (or
     at `finish()`) the run is "crashed" with the error if it raised (the exception goes on), "stopped" or "finished"."""
 
     def __init__(self, name: str, config=None, datasets: dict | None = None, root: str | Path | None = None,
-                 early_stop: tuple[float, float] | None = None, tensorboard: bool = False, parent: str | None = None):
+                 early_stop: tuple[float, float] | None = None, tensorboard: bool = False, parent: str | None = None,
+                 report_to: str | list[str] | None = None):
         self.folder = run_folder(name, root)
         name = self.folder.name
         self.folder.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.jsonl", "samples.json"):  # a run of the same name starts afresh
             (self.folder / stale).unlink(missing_ok=True)
         self.early_stop, self.stop, self.stopped, self._first = early_stop, threading.Event(), False, None
-        self._t0, self._tb = time.time(), None
+        self._t0, self._trackers = time.time(), []
         self.info = {"name": name, "status": "running", "error": None, "stop_reason": None, "early_stopped": False,
                      "config": {}, "datasets": {}, "parent": parent,
                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ended": None,
                      "wall_seconds": None, "versions": _versions(), "checkpoint": None, "results": {}}
-        if tensorboard:
-            with contextlib.suppress(ImportError):  # optional: run.json and metrics.jsonl hold it all anyway
-                from torch.utils.tensorboard import SummaryWriter
-                self._tb = SummaryWriter(str(self.folder / "tensorboard"))
         self.log(config=config, datasets=datasets)
+        if tensorboard and report_to is None:  # the older spelling of report_to="tensorboard"
+            report_to = "tensorboard"
+        from .trackers import open_trackers  # a tracker asked for but not installed: an error naming the extra
+
+        self._trackers = open_trackers(report_to, self.folder, name, self.info["config"])
 
     def log(self, config=None, datasets: dict | None = None, results: dict | None = None) -> None:
         """Add config fields (a dict or a config dataclass), dataset fingerprints, results; saved at once."""
@@ -123,6 +127,8 @@ class Run:
 
     def log_results(self, results: dict) -> None:
         self.log(results=results)
+        for tracker in self._trackers:
+            tracker.results(results)
 
     def log_samples(self, rows) -> None:
         """Sample answers: dicts with prompt, answer (and expected), or (prompt, answer, expected, ...) tuples."""
@@ -133,8 +139,8 @@ class Run:
     def _event(self, kind: str, ev: dict, scalars: dict) -> None:
         with open(self.folder / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"event": kind, **ev, "time": round(time.time() - self._t0, 3)}, default=str) + "\n")
-        for tag, value in scalars.items() if self._tb is not None else ():
-            self._tb.add_scalar(tag, value, ev["step"])
+        for tracker in self._trackers:
+            tracker.log(scalars, ev["step"])
 
     def on_step(self, ev: dict) -> None:
         self._event("step", ev, {"train/loss": ev["loss"], "train/lr": ev["lr"]})
@@ -161,8 +167,9 @@ class Run:
         self.info.update(status=status or ("stopped" if self.stopped else "finished"), error=error,
                          ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_seconds=round(time.time() - self._t0, 3))
         self.log()
-        if self._tb is not None:
-            self._tb.close()
+        for tracker in self._trackers:
+            tracker.close()
+        self._trackers = []
 
     def __enter__(self) -> Run:
         return self
@@ -421,47 +428,24 @@ def report(runs, path: str | Path, title: str = "Runs", n_samples: int = 5) -> P
     return path
 
 
-# ----------------------------------------------------------------------------- preference pairs as CSV
-def export_pairs_csv(pairs: list[dict], path: str | Path, blind: bool = False, seed: int = 0) -> Path:
-    """Preference pairs as a CSV for a reviewer's spreadsheet: texts to read (prompt, answer_a, answer_b), choice
-    ("a", "b", "both_bad" or empty), reason, the exact messages (messages_json). `blind=False`: A is the chosen
-    answer, choice "a" (an exact round trip); `blind=True`: A/B in seeded random order, choice left to fill in."""
-    rng, text = random.Random(seed), lambda msgs: safe_cell("\n\n".join(m["content"] for m in msgs))
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        out = csv.writer(f)
-        out.writerow(["prompt", "answer_a", "answer_b", "choice", "reason", "messages_json"])
-        for p in pairs:
-            a, b = (p["rejected"], p["chosen"]) if blind and rng.random() < 0.5 else (p["chosen"], p["rejected"])
-            user = next((m["content"] for m in reversed(p["prompt"]) if m["role"] == "user"), "")
-            out.writerow([safe_cell(user), text(a), text(b), "" if blind else "a", "",
-                          json.dumps({"prompt": p["prompt"], "a": a, "b": b}, ensure_ascii=False)])
-    return Path(path)
+def mirror(run, report_to: str) -> str:
+    """Copy a finished run's record (config, every metric event, results) into a tracker; returns the command
+    that opens the tracker's viewer on it. `run`: a run dict of `kit.engine.runs.list_runs`, or its folder."""
+    from .trackers import PROJECT, open_trackers
 
+    info = run if isinstance(run, dict) else load_run(run)
+    folder = Path(info["folder"])
+    (tracker,) = open_trackers(report_to, folder, info["name"], info.get("config", {}))
+    try:
+        for ev in metrics(info):
+            scalars = ({"train/loss": ev.get("loss"), "train/lr": ev.get("lr")} if ev.get("event") == "step" else
+                       {"val/loss": ev.get("val_loss")})
+            tracker.log({k: v for k, v in scalars.items() if v is not None}, int(ev.get("step", 0)))
+        tracker.results(info.get("results", {}))
+    finally:
+        tracker.close()
+    if report_to == "tensorboard":
+        return f"tensorboard --logdir {folder / 'tensorboard'}"
+    import os
 
-class ImportedPairs(list):
-    """Preference pairs read from a CSV; `.skipped` counts the rows left out, by reason."""
-
-
-def import_pairs_csv(path: str | Path) -> ImportedPairs:
-    """Labelled rows -> preference pairs; "both_bad", unlabelled and invalid rows are skipped and counted in
-    `.skipped`. A row without messages_json is one user message and two one-message answers."""
-    pairs, pairs.skipped = ImportedPairs(), Counter()
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's "CSV UTF-8" too
-        for row in csv.DictReader(f):
-            choice = (row.get("choice") or "").strip().lower().replace(" ", "_")
-            if choice not in ("a", "b"):
-                pairs.skipped[{"": "unlabelled", "both_bad": "both_bad"}.get(choice, "invalid")] += 1
-                continue
-            try:
-                m = json.loads(row["messages_json"]) if row.get("messages_json") else {
-                    "prompt": [{"role": "user", "content": unsafe_cell(row["prompt"])}],
-                    **{k: [{"role": "assistant", "content": unsafe_cell(row[f"answer_{k}"])}] for k in ("a", "b")}}
-                pair = {"prompt": m["prompt"], "chosen": m[choice], "rejected": m["b" if choice == "a" else "a"]}
-            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # a cell a person broke
-                pairs.skipped["invalid"] += 1
-                continue
-            if any(p.severity == "error" for p in check_preference(pair)):
-                pairs.skipped["invalid"] += 1
-            else:
-                pairs.append(pair)
-    return pairs
+    return f"TRACKIO_DIR={os.environ['TRACKIO_DIR']} trackio show --project {PROJECT}"

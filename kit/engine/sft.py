@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .card import data_fingerprint
 from .config import SFTConfig, problems_sft, raise_problems
 from .evaluation import evaluate_chat
 from .models import add_lora, count_params, merge_lora
@@ -120,7 +121,7 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
         run.log(config={f"sft.{k}": v for k, v in dataclasses.asdict(config).items()},
                 datasets={"train": train_examples, **({"eval": eval_examples} if eval_examples else {})})
     evaluators = dict(evaluators or {})
-    info: dict = {}
+    info: dict = _provenance(model, [*train_examples, *focus_examples])  # for the model card
     before = evaluate_chat(model, tok, eval_examples, config.seq_len, generate=generate) if measure else {}
     for name, fn in evaluators.items() if measure else ():
         info[f"{name}_before"] = fn(model, tok, "before")
@@ -184,6 +185,21 @@ def chat_loss_curve(history: History) -> tuple[list[int], list[float]]:
     return [s for s, _ in points], [v for _, v in points]
 
 
+def _provenance(model, examples: list[dict]) -> dict:
+    """Where a fine-tuned model came from: its base model and its training data's fingerprint."""
+    return {"base_model": _base_name(model), "data_fingerprint": data_fingerprint(examples)}
+
+
+def _base_name(model) -> str:
+    """The hub id or folder the model was loaded from (the packaged model's name where the kit converted it)."""
+    base = getattr(model, "base_model", model) if hasattr(model, "merge_and_unload") else model
+    base = getattr(base, "model", base) if hasattr(model, "merge_and_unload") else base
+    name = getattr(getattr(base, "config", None), "_name_or_path", "") or getattr(model, "name_or_path", "")
+    if "models/smollm2" in str(name).replace("\\", "/"):
+        return "HuggingFaceTB/SmolLM2-135M-Instruct"
+    return str(name) or "unknown"
+
+
 def _note(callbacks, text: str) -> None:
     for cb in callbacks:
         if hasattr(cb, "on_message"):
@@ -196,18 +212,25 @@ def save(model, tok, out_dir: str | Path, info: dict | None = None) -> Path:
 
     Full fine-tuning: `AutoModelForCausalLM.from_pretrained(out_dir)`. LoRA: the adapter, for
     `peft.AutoPeftModelForCausalLM.from_pretrained(out_dir)`, and the merged model in
-    `out_dir/merged` for `AutoModelForCausalLM`. `info` (if given) goes to `out_dir/info.json`.
+    `out_dir/merged` for `AutoModelForCausalLM`. The generation config stops at the end of a turn
+    (`card.stop_generation_at_turn_end`). `info` (if given) goes to `out_dir/info.json`, and with it a
+    model card, `out_dir/README.md` (`card.write_card`).
     """
     import copy
 
+    from .card import stop_generation_at_turn_end, write_card
+
     path = Path(out_dir)
     path.mkdir(parents=True, exist_ok=True)
+    stop_generation_at_turn_end(model, tok)  # plain `generate` stops at the end of a reply
     model.save_pretrained(path)
     tok.save_pretrained(path)
     if hasattr(model, "merge_and_unload"):  # a LoRA model: also a plain, merged copy
         merged = merge_lora(copy.deepcopy(model))
+        stop_generation_at_turn_end(merged, tok)
         merged.save_pretrained(path / "merged")
         tok.save_pretrained(path / "merged")
     if info is not None:
         (path / "info.json").write_text(json.dumps(info, indent=1, default=str))
+        write_card(path, {**info, "name": str(path)})
     return path

@@ -18,7 +18,11 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+from .chat import end_of_turn_ids as end_of_turn_ids
+from .vocab import BOS
+from .vocab import document_start as document_start
+
+EOS, PAD = "<|eos|>", "<|pad|>"
 END = "<|end|>"  # end of one chat turn
 ROLES = ("system", "user", "assistant")
 ROLE_TOKENS = tuple(f"<|{r}|>" for r in ROLES)
@@ -80,54 +84,6 @@ def stop_token_ids(tok) -> list[int]:
     if tok.eos_token_id is not None:
         ids.add(tok.eos_token_id)
     return sorted(ids | set(end_of_turn_ids(tok)))
-
-
-def end_of_turn_ids(tok) -> list[int]:
-    """The special tokens the chat template writes right after an assistant reply (cached per template)."""
-    template = getattr(tok, "chat_template", None)
-    cached = getattr(tok, "_kit_end_of_turn", None)
-    if cached is not None and cached[0] == template:
-        return cached[1]
-    found: list[int] = []
-    if template:
-        from .chat import TemplateError, reply_spans
-
-        try:
-            probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yes"}]
-            ids, spans = reply_spans(probe, tok)
-            special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
-            start, end = spans[0]
-            found = sorted({t for t in ids[start:end] if t in special})
-        except (TemplateError, ValueError, IndexError, TypeError):
-            found = []
-    try:
-        tok._kit_end_of_turn = (template, found)
-    except AttributeError:  # pragma: no cover - a tokenizer that refuses new attributes
-        pass
-    return found
-
-
-def document_start(tok) -> list[int]:
-    """The token ids a plain document starts with for this tokenizer (cached on it).
-
-    The kit's tokenizer: its `<|bos|>` (every pre-training document began with it). A hub tokenizer: what it
-    puts in front of a text itself (Llama 3's `<|begin_of_text|>`, Llama 2's `<s>`), often nothing (SmolLM2,
-    Qwen): a BOS token that its own model never saw at the start of a text would only confuse it.
-    """
-    cached = getattr(tok, "_kit_document_start", None)
-    if cached is not None:
-        return list(cached)
-    if tok.bos_token == BOS:
-        start = [tok.bos_token_id]
-    else:
-        plain = tok("a", add_special_tokens=False)["input_ids"]
-        full = tok("a")["input_ids"]
-        start = full[: len(full) - len(plain)] if full[len(full) - len(plain):] == plain else []
-    try:
-        tok._kit_document_start = tuple(start)
-    except AttributeError:  # pragma: no cover - a tokenizer that refuses new attributes
-        pass
-    return start
 
 
 def prepare(tok, *, note=print):
