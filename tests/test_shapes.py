@@ -110,3 +110,14 @@ def test_tool_calls_and_the_tool_role_pass_through():
     assert convert(row)[1] == []
     bad = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "tool_calls": "lookup"}]}
     assert [p.field for p in convert(bad)[1] if p.severity == "error"] == ["messages[1].tool_calls"]
+
+
+def test_python_lists_of_any_shape_are_converted_with_row_numbers():
+    from kit.engine.shapes import to_kit_form
+
+    rows = [{"instruction": "Capital of Peru?", "output": "Lima."},
+            {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}]
+    assert to_kit_form(rows)[0]["messages"][1] == {"role": "assistant", "content": "Lima."}
+    assert to_kit_form(rows)[1] is rows[1]  # the kit's form is kept as it is
+    with pytest.raises(ValueError, match=r"row 2: output: missing 'output'"):
+        to_kit_form([rows[0], {"instruction": "Capital of Chile?"}])

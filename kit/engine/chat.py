@@ -221,18 +221,19 @@ def reply_spans(messages: list[dict], tok, use_marks: bool = True) -> tuple[list
     char_spans = []
     for k in assistant:
         limit = next((where[i][0] for i in replies if i > k), len(full))
-        if k not in where:  # a reply that only calls a tool: it starts where the generation prompt ends
-            prompt = _render_text(tok, plain[:k], add_generation_prompt=True)
-            if not full.startswith(prompt):
+        if k not in where:  # a reply that only calls a tool: it starts where the generation prompt stops
+            prompt = _render_text(tok, plain[:k], add_generation_prompt=True)  # matching (DeepSeek's ends in
+            start = next((i for i, (x, y) in enumerate(zip(prompt, full)) if x != y), len(prompt))  # <think>)
+            if char_spans and start < char_spans[-1][1]:
                 raise TemplateError(f"assistant message {k} only calls a tool, and the chat template writes the "
                                     "conversation before it differently once it goes on, so where the call starts "
                                     "cannot be found: give the message a short content, or use {% generation %}")
-            end = _turn_end(full, len(prompt), limit, tok, tool_call=True)
-            if not _special_re_strip(full[len(prompt):end], tok).strip():
+            end = _turn_end(full, start, limit, tok, tool_call=True)
+            if not _special_re_strip(full[start:end], tok).strip():
                 raise TemplateError(f"the chat template does not write the tool call of assistant message {k} (it "
                                     "ignores tool_calls, or writes them only when tools= is given): the model would "
                                     "learn an empty reply; use a template that writes tool calls")
-            char_spans.append((len(prompt), end))
+            char_spans.append((start, end))
             continue
         answer = _answer(plain[k].get("content") or "")[1].strip()
         a, b = where[k]

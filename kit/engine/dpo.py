@@ -38,6 +38,7 @@ from .chat import render
 from .config import DPOConfig, TrainConfig, problems_dpo, raise_problems
 from .models import add_lora
 from .packing import labels_for
+from .shapes import to_kit_form
 from .train import IGNORE, History, labelled_logits, train
 
 
@@ -142,7 +143,8 @@ class DPOObjective:
 
 def dpo(model, tok, pairs: list[dict], cfg: DPOConfig | None = None, *, max_len: int = 128, device: str = "auto",
         callbacks=(), stop=None) -> tuple[object, History]:
-    """Preference-tune `model` on `pairs` with a LoRA adapter; the adapter-free model is the reference.
+    """Preference-tune `model` on `pairs` (with or without a `prompt`: `kit.engine.shapes`) with a LoRA adapter;
+    the adapter-free model is the reference.
 
     `model` itself is not changed: the adapter goes on a copy. Returns that peft model (merge it with
     `kit.engine.models.merge_lora` for a plain one) and the History,
@@ -152,6 +154,7 @@ def dpo(model, tok, pairs: list[dict], cfg: DPOConfig | None = None, *, max_len:
         raise ValueError("dpo() got no preference pairs: collect some first (a rating round, or safety data)")
     cfg = cfg or DPOConfig()
     raise_problems(problems_dpo(cfg))
+    pairs = to_kit_form(pairs, "preference pairs")  # implicit-prompt pairs, text replies: the kit's form
     torch.manual_seed(cfg.seed)
     model = add_lora(copy.deepcopy(model), cfg.lora_r, 2 * cfg.lora_r, layers=cfg.lora_layers)  # a copy: the given
     # model stays as it is

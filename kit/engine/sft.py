@@ -28,6 +28,7 @@ from .config import SFTConfig, problems_sft, raise_problems
 from .evaluation import evaluate_chat
 from .models import add_lora, count_params, merge_lora
 from .packing import PackedChat
+from .shapes import to_kit_form
 from .stats import paired_bootstrap
 from .tokenizer import prepare
 from .train import IGNORE, History, token_losses, train
@@ -86,18 +87,17 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
     Args:
         model, tok: any causal LM and its tokenizer (`kit.load(folder | hub id)`); a missing pad
             token becomes the EOS token.
-        train_examples, eval_examples: chat examples (`{"messages": [...]}`), e.g. from `load_jsonl`.
-        config: the SFTConfig (epochs, lr, LoRA, batch size, sequence length); default `SFTConfig()`.
-        replay_docs: plain documents mixed into training (against forgetting).
-        focus_examples: more training chats, whose first reply token weighs `config.first_token_weight`
-            (where a reply decides, e.g. to help or to refuse); without them the weight applies to every chat.
+        train_examples, eval_examples: chat examples (`{"messages": [...]}`, or any shape of `kit.engine.shapes`).
+        config: the SFTConfig (default `SFTConfig()`); replay_docs: plain documents mixed in (against forgetting).
+        focus_examples: more training chats whose first reply token weighs `config.first_token_weight` (where a
+            reply decides to help or refuse); without them the weight applies to every chat.
         evaluators: `{name: fn(model, tok, stage)}` run before and after; their figures go into
             `info[name + "_before"]` / `info[name + "_after"]` (or `info[name]` for figures they return flat).
-        generate: also measure greedy replies on the eval split (exact match, token F1, ROUGE-L).
-        callbacks, stop, pause: passed to `train()`; a callback with `on_model(model, tok)` gets the model.
+        generate: also measure greedy replies on the eval split (exact match, token F1, ROUGE-L). callbacks,
+            stop, pause: passed to `train()`; a callback with `on_model(model, tok)` gets the model.
         out_dir: save there (full: the model; LoRA: the adapter, and the merged model in `merged/`).
-        run: a `kit.engine.runs.Run` that records config, data fingerprints and results.
-        measure: False skips every before/after measurement.
+        run: a `kit.engine.runs.Run` that records config, data fingerprints and results; measure=False: no
+            before/after measurement.
 
     Raises:
         ValueError: no training example carries a loss token (the data or the template).
@@ -105,6 +105,7 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
     config = config or SFTConfig()
     raise_problems(problems_sft(config))
     callbacks = [*callbacks, run] if run is not None else list(callbacks)  # the run records the curve
+    train_examples, eval_examples = to_kit_form(train_examples), eval_examples and to_kit_form(eval_examples)
     tok = prepare(tok, note=lambda m: _note(callbacks, m))
     rows = PackedChat.from_examples(train_examples, tok, config.seq_len, config.seed, replay_docs=replay_docs,
                                     first_token_weight=config.first_token_weight, focus_examples=focus_examples)

@@ -212,3 +212,25 @@ def _split_implicit(entry: dict, err):
         return re.sub(r"^(prompt|chosen|rejected)\[(\d+)\]", lambda m: f"chosen[{m[2]}]" if m[1] == "prompt"
                       else f"{m[1]}[{int(m[2]) + n}]", field)
     return {"prompt": chosen[:n], "chosen": chosen[n:], "rejected": rejected[n:]}, rename
+
+
+def to_kit_form(rows: list[dict], what: str = "examples") -> list[dict]:
+    """Rows of any shape `detect` knows, in the kit's form (rows already in it are kept as they are).
+
+    Raises:
+        ValueError: a row cannot be read; every problem is listed with its row number (from 1).
+    """
+    out, errors = [], []
+    for i, row in enumerate(rows, start=1):
+        if isinstance(row, dict) and ("messages" in row or "text" in row and len(row) == 1
+                                      or {"prompt", "chosen", "rejected"} <= set(row)):
+            out.append(row)
+            continue
+        converted, problems, _ = convert(row, row.get("_line", i) if isinstance(row, dict) else i)
+        errors += [p for p in problems if p.severity == "error"]
+        out.append(converted)
+    if errors:
+        listed = "\n".join(f"  row {p.line}: {p.field or '-'}: {p.message}" for p in errors[:10])
+        raise ValueError(f"{len(errors)} problem(s) in the {what}:\n{listed}" +
+                         (f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""))
+    return out
