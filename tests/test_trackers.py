@@ -10,8 +10,7 @@ import textwrap
 
 import pytest
 
-from kit.engine import trackers
-from kit.engine import runs
+from kit.engine import runs, trackers
 from kit.engine.runs import Run
 
 SCRIPT = textwrap.dedent("""
