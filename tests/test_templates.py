@@ -162,3 +162,14 @@ def test_a_tokenizer_without_pad_gets_its_eos_with_a_note():
     assert len(notes) == 1 and "no pad token" in notes[0]
     prepare(tok, note=notes.append)
     assert len(notes) == 1  # already has one: nothing to say
+
+
+def test_a_marked_template_that_refuses_the_system_role_is_folded_too(tok):
+    marked = copy.deepcopy(tok)
+    marked.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                            "{% endif %}" + CHAT_TEMPLATE)
+    conv = [CONV[0], CONV[1], CONV[2]]
+    with pytest.warns(UserWarning, match="refuses the system role"):
+        r = render({"messages": conv}, marked)
+    assert "You answer in one sentence.\n\nCapital of Peru?" in marked.decode(r.input_ids)
+    assert masked_texts(marked, conv) == ["Lima.<|end|>"]

@@ -100,24 +100,38 @@ def fold_system(messages: list[dict]) -> list[dict]:
 def render_conversation(tok, messages: list[dict], add_generation_prompt: bool = False) -> tuple[str, list[dict]]:
     """The template's text of a conversation, and the messages it rendered: when the template refuses a system
     message, the system text is folded into the first user turn (`fold_system`) and a one-line note is given."""
+    return _folding(tok, messages, lambda m: _render_text(tok, m, add_generation_prompt))
+
+
+def _folding(tok, messages: list[dict], render):
+    """(render(messages), messages); when that raises a TemplateError and there is a system message,
+    (render(fold_system(messages)), the folded messages), noted once per tokenizer."""
     try:
-        return _render_text(tok, messages, add_generation_prompt), messages
+        return render(messages), messages
     except TemplateError as first:
         if not any(m["role"] == "system" for m in messages):
             raise
         folded = fold_system(messages)
         try:
-            text = _render_text(tok, folded, add_generation_prompt)
+            out = render(folded)
         except TemplateError:
             raise first from None
         if not getattr(tok, "_kit_folded_note", False):
             warnings.warn("this chat template refuses the system role: the system text is written at the start of "
-                          "the first user turn instead", stacklevel=3)
+                          "the first user turn instead", stacklevel=4)
             try:
                 tok._kit_folded_note = True
             except AttributeError:  # pragma: no cover - a tokenizer that refuses new attributes
                 pass
-        return text, folded
+        return out, folded
+
+
+def _marked_render(tok, messages: list[dict]) -> dict:
+    """The template's own ids and `{% generation %}` mask (`assistant_masks`)."""
+    try:
+        return tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    except Exception as e:
+        raise TemplateError(f"the chat template refused this conversation ({type(e).__name__}: {e})") from e
 
 
 def _marker(k: int) -> str:
@@ -193,11 +207,7 @@ def reply_spans(messages: list[dict], tok, use_marks: bool = True) -> tuple[list
                             "tok.chat_template (a Jinja template) or use a tokenizer that has one")
     plain = template_messages(messages)
     if has_generation_marks(tok) and use_marks:
-        _, plain = render_conversation(tok, plain)  # a template that refuses the system role: folded
-        try:
-            out = tok.apply_chat_template(plain, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-        except Exception as e:
-            raise TemplateError(f"the chat template refused this conversation ({type(e).__name__}: {e})") from e
+        out, _ = _folding(tok, plain, lambda m: _marked_render(tok, m))
         ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
         spans, start = [], None
         for i, bit in enumerate([*mask, 0]):  # the k-th run of ones is the k-th assistant reply
