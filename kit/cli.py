@@ -14,8 +14,10 @@ import os
 import sys
 from pathlib import Path
 
+from .engine.errors import KitError
 
-class UsageError(Exception):
+
+class UsageError(KitError):
     """A problem with what the user asked for: printed as one line, exit status 1."""
 
 
@@ -91,7 +93,7 @@ def input_file(path: str, what: str) -> Path:
 def error_line(e: BaseException) -> str:
     """The error as one readable line (several for a config error that lists its problems)."""
     text = str(e) or type(e).__name__
-    if isinstance(e, UsageError):
+    if isinstance(e, KitError):  # the kit's own errors (UsageError too) already say what to do
         return text
     if isinstance(e, OSError) and e.filename is not None:
         import errno
@@ -102,7 +104,4 @@ def error_line(e: BaseException) -> str:
         return f"{e.strerror or type(e).__name__}: {e.filename}: {fix} (run again with --debug for the traceback)"
     if isinstance(e, MemoryError):
         return "out of memory: use a smaller profile, model or dataset (run again with --debug for the traceback)"
-    known = ("ConfigError", "ModelLoadError", "DataError", "TemplateError", "CheckpointError", "NonFiniteError")
-    if type(e).__name__ in known:  # the kit's own errors already say what to do
-        return text
     return f"{type(e).__name__}: {text} (run again with --debug for the traceback)"

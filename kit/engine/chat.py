@@ -26,6 +26,7 @@ from .checks import Problem as Problem
 from .checks import check_example as check_example
 from .checks import check_preference as check_preference
 from .checks import short as short
+from .errors import KitError
 from .vocab import MESSAGE_CHARS as MESSAGE_CHARS
 from .vocab import _cached, _special_re, document_start
 from .vocab import conversation_chars as conversation_chars
@@ -54,7 +55,7 @@ class Rendered:
         return sum(self.loss_mask)
 
 
-class TemplateError(ValueError):
+class TemplateError(KitError, ValueError):
     """A chat template that cannot give a loss mask for a conversation; the message names cause and fix."""
 
 

@@ -24,11 +24,12 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from .cache import is_complete, remove_stale_temps, write_entry
+from .errors import KitError
 
 FILES = ("model.safetensors", "optimizer.safetensors", "state.json")  # what a checkpoint's manifest must list
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(KitError, RuntimeError):
     """A checkpoint folder that cannot be loaded (incomplete or corrupt)."""
 
 

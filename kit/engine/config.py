@@ -14,8 +14,10 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from .errors import KitError
 
-class ConfigError(ValueError):
+
+class ConfigError(KitError, ValueError):
     """A configuration with one or more problems; the message lists every one of them."""
 
 

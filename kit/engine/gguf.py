@@ -24,6 +24,8 @@ import time
 import warnings
 from pathlib import Path
 
+from .errors import KitError
+
 # GGUF's names for the weights of one Llama block -> transformers' names inside `model.layers.N.`
 BLOCK_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
@@ -32,7 +34,7 @@ TOP_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weig
              "output.weight": "lm_head.weight"}
 
 
-class GGUFError(ValueError):
+class GGUFError(KitError, ValueError):
     """A GGUF file that cannot be converted; the message names the file, the cause and the fix."""
 
 

@@ -24,13 +24,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .chat import Problem, short
+from .errors import KitError
 
 MAX_LINE_BYTES = 8 * 2**20   # one example this long (millions of tokens) is far beyond any training context
 MAX_DEPTH = 64               # a chat example needs 4 levels: entry, messages, message, value
 BOM = b"\xef\xbb\xbf"
 
 
-class LineError(ValueError):
+class LineError(KitError, ValueError):
     """A line that cannot be used; the message says why and what to do."""
 
 

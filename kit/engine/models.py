@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from .config import ModelConfig, validate
+from .errors import KitError
 from .packaged import PACKAGED
 
 PRESETS: dict[str, ModelConfig] = {  # the course's profiles use these shapes
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: `kit.engine.models.PRES
     import torch
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(KitError, ValueError):
     """A model that cannot be loaded; the message names the file (or the name) and the fix."""
 
 

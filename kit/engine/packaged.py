@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import cache_root, entry_key, is_complete, is_writable, read_only_message, remove_stale_temps, sha256
+from .errors import KitError
 
 CONVERT_VERSION = 1  # bump when `gguf.convert` writes something else for the same file
 
@@ -53,7 +54,7 @@ PACKAGED = {
 }
 
 
-class PackageMissing(FileNotFoundError):
+class PackageMissing(KitError, FileNotFoundError):
     """The distribution that ships a packaged model is not installed; the message gives the install command."""
 
 

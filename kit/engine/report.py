@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .chat import Problem
+from .errors import KitError
 
 
-class DataError(ValueError):
+class DataError(KitError, ValueError):
     """A dataset that strict mode refuses; the message lists every problem."""
 
 

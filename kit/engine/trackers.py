@@ -14,11 +14,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .errors import KitError
+
 TRACKERS = ("trackio", "tensorboard")
 PROJECT = "fine-tuning-kit"
 
 
-class TrackerMissing(ImportError):
+class TrackerMissing(KitError, ImportError):
     """A tracker was asked for but its package is not installed; the message names the extra."""
 
 

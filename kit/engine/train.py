@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from . import checkpoint, distributed
 from .config import TrainConfig, validate
+from .errors import KitError
 
 IGNORE = -100  # label value that carries no loss
 
@@ -254,7 +255,7 @@ def _emit(callbacks, name: str, payload) -> None:
             fn(payload)
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(KitError, FloatingPointError):
     """The loss or the gradient became NaN or infinite; the message names the step and the last good checkpoint."""
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..engine.config import ConfigError
+from ..engine.errors import KitError
 from ..engine.generate import chat_replies
 from ..world.corpus import ANSWERS, CHAT_QUESTIONS, QAItem, country_splits, load_world, qa_items, split_items
 from ..world.probes import strict_correct
@@ -35,7 +36,7 @@ RESULT_KEYS = ("heldout_qa_strict", "heldout_qa_strict_ci", "heldout_qa_accuracy
                "train_seconds", "stopped", "heldout_split")
 
 
-class TestSplitError(ValueError):
+class TestSplitError(KitError, ValueError):
     """Selection code was handed test questions or a test figure: choose on dev, report test once."""
 
 
