@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from .cli import Parser, UsageError, error_line, positive_number, quiet, read_examples, whole_number  # noqa: F401
-from .commands import add_commands, add_config_flags, cmd_data_validate, cmd_safety, cmd_sweep
+from .commands import add_commands, add_config_flags, cmd_data_validate, cmd_safety, cmd_sweep, load_model
 
 
 def cmd_pretrain(args: argparse.Namespace) -> dict:
@@ -106,11 +106,10 @@ def cmd_sft_any(args: argparse.Namespace) -> dict:
     eval_examples = read_examples(args.eval, "evaluation data") if args.eval else None
     quiet()
     from .engine.data import validate
-    from .engine.models import load
     from .engine.sft import finetune
     from .engine.train import ProgressBar
 
-    model, tok = load(name, layers=real.layers) if name == real.model else load(name)
+    model, tok, _ = load_model(name, args.profile)
     limit = getattr(model.config, "max_position_embeddings", None) or cfg.seq_len
     cfg = dataclasses.replace(cfg, seq_len=min(cfg.seq_len, limit))
     for what, path, examples in (("training data", args.data, train_examples),

@@ -97,7 +97,7 @@ def config_changes(args: argparse.Namespace, cls) -> dict:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
 
 
-def _load(name: str, profile: str | None):
+def load_model(name: str | None, profile: str | None):
     """(model, tokenizer, the model's name) for --model: the profile's real chat model by default."""
     from .lessons.profiles import get_profile
 
@@ -115,7 +115,7 @@ def cmd_chat(args: argparse.Namespace) -> dict:
     """`chat --model M [--prompt P]`: one reply, or a conversation read line by line from stdin."""
     from .engine.generate import chat_replies
 
-    model, tok, name = _load(args.model, args.profile)
+    model, tok, name = load_model(args.model, args.profile)
     history = [{"role": "system", "content": args.system}] if args.system else []
     prompts = [args.prompt] if args.prompt is not None else None
     turns, t0 = [], time.perf_counter()
@@ -149,7 +149,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     from .engine.evaluation import evaluate_chat
 
     examples = read_examples(args.data, "evaluation data")
-    model, tok, name = _load(args.model, args.profile)
+    model, tok, name = load_model(args.model, args.profile)
     t0 = time.perf_counter()
     res = evaluate_chat(model, tok, examples, args.seq_len, max_new_tokens=args.max_new_tokens)
     for p, ref, got in list(zip(res.get("prompts", []), res.get("references", []), res.get("replies", [])))[:4]:
@@ -173,7 +173,7 @@ def cmd_dpo(args: argparse.Namespace) -> dict:
         raise UsageError(f"{args.data} holds chat examples, not preference pairs: DPO needs prompt / chosen / "
                          "rejected rows (or chosen / rejected conversations); fine-tune on chat data with `sft`")
     cfg = dataclasses.replace(DPOConfig(), **config_changes(args, DPOConfig))
-    model, tok, name = _load(args.model, args.profile)
+    model, tok, name = load_model(args.model, args.profile)
     report = validate(pairs, tok, args.seq_len)
     if report.errors:
         print(report, file=sys.stderr)
