@@ -60,7 +60,7 @@ class TrainConfig:
     checkpoint_every: int = 0       # steps between checkpoints when train() gets a checkpoint_dir (0: at the end)
     seed: int = 0
     device: str = "auto"            # "auto" | "cpu" | "cuda"
-    # how the run executes (none of these changes what a healthy run computes; see kit/train.py)
+    # how the run executes (none of these changes what a healthy run computes; see kit/engine/train.py)
     nonfinite: str = "stop"         # NaN/inf loss or gradient: "stop" (keep the last good checkpoint) | "skip" the step
     compile: bool = False           # torch.compile the model (pays off on CUDA after a warm-up)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, slower steps

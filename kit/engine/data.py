@@ -4,9 +4,9 @@ Nothing is dropped silently: every line that cannot be used appears in the repor
 number, and validation never writes to the source file.
 
 Example:
-    >>> examples, report = load_jsonl("datasets/broken_example.jsonl")   # doctest: +SKIP
+    >>> examples, report = load_jsonl("datasets/chat_with_problems.jsonl")   # doctest: +SKIP
     >>> report.errors[0]                                                  # doctest: +SKIP
-    Problem(line=3, field='', severity='error', message='malformed JSON: ...')
+    Problem(line=2, field='', severity='error', message="malformed JSON: Expecting ',' delimiter ...")
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ What the loop does, step by step:
      validation loss, every `checkpoint_every` steps save, and tell the callbacks.
 Around it, small guards: a NaN/inf loss or gradient stops the run (or skips the step), keeping the
 last good checkpoint; an out-of-memory error halves the micro-batch and doubles the accumulation.
-Under torchrun the same function runs data-parallel (see `kit/distributed.py`).
+Under torchrun the same function runs data-parallel (see `kit/engine/distributed.py`).
 An objective is a function `objective(model, batch) -> (sum of unit losses, n units)`.
 
 Example:
