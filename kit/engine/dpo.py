@@ -39,7 +39,7 @@ from .config import DPOConfig, TrainConfig, problems_dpo, raise_problems
 from .models import add_lora
 from .packing import labels_for
 from .shapes import to_kit_form
-from .train import IGNORE, History, labelled_logits, train
+from .train import IGNORE, History, eval_mode, labelled_logits, train
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -95,20 +95,16 @@ class PairRows:
         """Loss units of a batch for the loop's normalisation: pairs, not tokens."""
         return batch["ref"].shape[0]
 
-    @torch.no_grad()
     def compute_reference(self, model, batch_size: int = 32) -> None:
         """Reference log-probs of every pair: the model with its LoRA adapter disabled (if it has one)."""
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
         off = model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
-        with off:
+        with eval_mode(model), off:
             for i in range(0, len(self), batch_size):
                 idx = list(range(i, min(len(self), i + batch_size)))
                 batch = {k: v.to(device) for k, v in self.collate([self[j] for j in idx]).items()}
                 logps = sequence_logps(model, batch).float().cpu()  # (2b,)
                 self.ref[idx] = torch.stack([logps[: len(idx)], logps[len(idx):]], dim=1)
-        model.train(was_training)
 
 
 class DPOObjective:

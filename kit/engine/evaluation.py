@@ -17,26 +17,21 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from .chat import TEMPLATE_KEYS
 from .packing import PackedChat
-from .train import causal_lm_loss
+from .train import causal_lm_loss, eval_mode
 
 
-@torch.no_grad()
 def mean_loss(model, rows, batch_size: int = 16) -> float:
     """Mean loss per loss token over every row of `rows` (e.g. `PackedChat`): no sampling of batches."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     total, n = 0.0, 0
-    for i in range(0, len(rows), batch_size):
-        batch = {k: v.to(device) for k, v in rows.collate([rows[j] for j in range(i, min(len(rows), i + batch_size))])
-                 .items()}
-        loss, k = causal_lm_loss(model, batch)
-        total, n = total + float(loss), n + int(k)
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(rows), batch_size):
+            batch = {k: v.to(device) for k, v in rows.collate([rows[j] for j in range(i, min(len(rows),
+                                                                                             i + batch_size))]).items()}
+            loss, k = causal_lm_loss(model, batch)
+            total, n = total + float(loss), n + int(k)
     return total / max(1, n)
 
 

@@ -16,11 +16,10 @@ import math
 import re
 
 import evaluate
-import torch
 
 import datasets
 
-from .train import TokenRows, causal_lm_loss
+from .train import TokenRows, causal_lm_loss, eval_mode
 
 
 def first_clause(text: str) -> str:
@@ -87,20 +86,18 @@ class FormatRate(evaluate.Metric):
         return {"format_rate": sum(ended) / max(1, len(ended))}
 
 
-@torch.no_grad()
 def perplexity(model, rows: TokenRows, max_rows: int = 256, batch_size: int = 16) -> dict:
     """Perplexity of `model` on the first `max_rows` pre-tokenised rows (e.g. pre-training validation text)."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     sums, counts = [], []
     n = min(len(rows), max_rows)
-    for i in range(0, n, batch_size):
-        batch = {k: v.to(device) for k, v in rows.collate([rows[j] for j in range(i, min(n, i + batch_size))]).items()}
-        loss, k = causal_lm_loss(model, batch)
-        sums.append(loss.item())
-        counts.append(int(k))
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, n, batch_size):
+            batch = {k: v.to(device) for k, v in rows.collate([rows[j] for j in range(i, min(n, i + batch_size))])
+                     .items()}
+            loss, k = causal_lm_loss(model, batch)
+            sums.append(loss.item())
+            counts.append(int(k))
     return Perplexity().compute(loss_sums=sums, token_counts=counts)
 
 

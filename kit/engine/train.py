@@ -227,20 +227,17 @@ def eval_mode(model) -> Iterator[None]:
         model.train(was_training)
 
 
-@torch.no_grad()
 def evaluate_loss(model, data, cfg: TrainConfig, objective: Callable = causal_lm_loss) -> float:
     """Mean loss per token over the first `eval_batches` batches of `data` (fixed order)."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     total, n = torch.zeros((), device=device), torch.zeros((), device=device)
     bs = min(cfg.batch_size, len(data))
-    for i in range(0, min(len(data), bs * cfg.eval_batches) - bs + 1, bs):
-        batch = {k: v.to(device) for k, v in data.collate([data[j] for j in range(i, i + bs)]).items()}
-        with _autocast(device):
-            loss, k = objective(model, batch)
-        total, n = total + loss.float(), n + k
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, min(len(data), bs * cfg.eval_batches) - bs + 1, bs):
+            batch = {k: v.to(device) for k, v in data.collate([data[j] for j in range(i, i + bs)]).items()}
+            with _autocast(device):
+                loss, k = objective(model, batch)
+            total, n = total + loss.float(), n + k
     return (total / n.clamp(min=1)).item()
 
 
