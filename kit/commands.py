@@ -17,7 +17,6 @@ import dataclasses
 import inspect
 import io
 import json
-import math
 import re
 import sys
 import time
@@ -26,7 +25,7 @@ import typing
 from collections import Counter
 from pathlib import Path
 
-from .cli import UsageError, input_file, quiet, read_examples
+from .cli import UsageError, input_file, non_negative_number, positive_number, quiet, read_examples, whole_number
 
 POSITIVE = {"lr", "lora_lr", "epochs", "beta"}          # floats that must be > 0
 AT_LEAST_ONE = {"seq_len", "batch_size", "lora_r", "lora_alpha", "log_every"}  # counts that must be >= 1
@@ -52,23 +51,11 @@ def field_help(cls) -> dict[str, str]:
     return out
 
 
-def _number(kind: type, name: str):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") \
-                from None
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-        low = 1 if name in AT_LEAST_ONE else 0
-        if name in POSITIVE and not value > 0:
-            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, got {text!r}" if kind is int else
-                                             f"must be a number >= {low}, got {text!r}")
-        return value
-    return parse
+def _flag_type(kind: type, name: str):
+    """The argparse type of a config field: the CLI's own number checks, with the field's lower bound."""
+    if kind is int:
+        return whole_number(1 if name in AT_LEAST_ONE else 0)
+    return positive_number if name in POSITIVE else non_negative_number
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
@@ -84,7 +71,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
         if kind is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif kind in (int, float):
-            group.add_argument(flag, dest=f.name, type=_number(kind, f.name), default=None, help=text)
+            group.add_argument(flag, dest=f.name, type=_flag_type(kind, f.name), default=None, help=text)
         elif typing.get_origin(kind) is tuple:
             group.add_argument(flag, dest=f.name, type=lambda s: tuple(x.strip() for x in s.split(",") if x.strip()),
                                default=None, help=text + " (comma-separated)")
@@ -203,14 +190,14 @@ def add_commands(sub, common) -> None:
     common(p)
     p.add_argument("--prompt", default=None, help="one message; without it, read messages from stdin")
     p.add_argument("--system", default=None, help="a system message")
-    p.add_argument("--max-new-tokens", type=_number(int, "seq_len"), default=128, help="reply length limit")
+    p.add_argument("--max-new-tokens", type=whole_number(1), default=128, help="reply length limit")
     p.set_defaults(fn=cmd_chat)
 
     p = sub.add_parser("eval", help="measure a model on chat data: loss on the replies, exact match, token F1")
     common(p)
     p.add_argument("--data", required=True, help="evaluation data (JSONL or CSV, any shape `data validate` reads)")
-    p.add_argument("--seq-len", type=_number(int, "seq_len"), default=256, help="tokens per row")
-    p.add_argument("--max-new-tokens", type=_number(int, "seq_len"), default=None,
+    p.add_argument("--seq-len", type=whole_number(1), default=256, help="tokens per row")
+    p.add_argument("--max-new-tokens", type=whole_number(1), default=None,
                    help="reply length limit (default: the longest reference, plus a margin)")
     p.set_defaults(fn=cmd_eval)
 
@@ -218,7 +205,7 @@ def add_commands(sub, common) -> None:
     common(p)
     p.add_argument("--data", required=True, help="preference pairs (prompt / chosen / rejected, or chosen / "
                                                  "rejected conversations)")
-    p.add_argument("--seq-len", type=_number(int, "seq_len"), default=256, help="tokens per pair")
+    p.add_argument("--seq-len", type=whole_number(1), default=256, help="tokens per pair")
     p.add_argument("--out", default=None, help="folder to save the merged model")
     add_config_flags(p, DPOConfig)
     p.set_defaults(fn=cmd_dpo)

@@ -45,17 +45,23 @@ TEXT = ["The capital of Peru is Lima.", "Santiago is the capital of Chile.", "He
         "Plural of cat: cats. Plural of box: boxes.", "What is the opposite of hot? Cold."] * 40
 
 
-def tokenizer(family: str, vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with the family's special tokens and chat template, and no pad token."""
-    fam = FAMILIES[family]
+def bpe_tokenizer(specials: list[str], bos: str | None, eos: str | None, template: str, vocab_size: int = 400,
+                  texts: list[str] = TEXT) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained here on `texts`, with these special tokens and chat template."""
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=fam["specials"], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    core.train_from_iterator(TEXT, trainer=trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=fam["bos"], eos_token=fam["eos"],
-                                  chat_template=fam["template"], clean_up_tokenization_spaces=False)
+    core.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=bos, eos_token=eos, chat_template=template,
+                                  clean_up_tokenization_spaces=False)
+
+
+def tokenizer(family: str, vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with the family's special tokens and chat template, and no pad token."""
+    fam = FAMILIES[family]
+    tok = bpe_tokenizer(fam["specials"], fam["bos"], fam["eos"], fam["template"], vocab_size)
     assert tok.pad_token is None
     return tok
 

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from hubstyle import bpe_tokenizer
 from transformers import PreTrainedTokenizerFast
 
 from kit.engine.chat import has_generation_marks, render, reply_spans
@@ -42,15 +42,8 @@ def family_tokenizer(family: str) -> PreTrainedTokenizerFast:
     src = SOURCES[family]
     specials = list(dict.fromkeys([t for t in (src.get("bos_token"), src.get("eos_token")) if t]
                                   + src["special_tokens"]))
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400 + len(specials), special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    core.train_from_iterator(TEXT, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=src.get("bos_token"),
-                                   eos_token=src.get("eos_token"), clean_up_tokenization_spaces=False,
-                                   chat_template=(HERE / f"{family}.jinja").read_text(encoding="utf-8"))
+    return bpe_tokenizer(specials, src.get("bos_token"), src.get("eos_token"),
+                         (HERE / f"{family}.jinja").read_text(encoding="utf-8"), 400 + len(specials), TEXT)
 
 
 def masked_runs(tok, conv) -> list[str]:
