@@ -70,17 +70,11 @@ def cmd_sft(args: argparse.Namespace) -> dict:
         f"{'' if args.seed is None else f'-seed{args.seed}'}"
     result = finetune_recipe(profile, base_model(profile), lora=lora, callbacks=[ProgressBar("fine-tuning")],
                              out_dir=out_dir)
-    info = result.info
-    for question, answer, expected, ok in info["qa_examples"][:6]:
+    from .lessons.results import SFT
+
+    for question, answer, expected, ok in result.figures.examples[:6]:
         print(f"  {'ok ' if ok else 'NO '} {question} -> {answer!r} (expected {expected!r})", file=sys.stderr)
-    keys = ("profile", "lora", "epochs", "seed", "steps", "train_examples", "trainable_params", "train_seconds",
-            "train_loss", "train_chat_loss", "train_replay_loss", "val_loss", "heldout_split",
-            "heldout_qa_strict", "heldout_qa_strict_ci", "base_heldout_qa_strict", "majority_baseline_strict",
-            "heldout_qa_strict_by_fact", "heldout_qa_accuracy", "base_heldout_qa_accuracy", "heldout_qa_by_fact",
-            "format_rate", "ppl_before", "ppl_after", "cloze_before", "cloze_after",
-            "cloze_before_train_countries", "cloze_after_train_countries", "cloze_before_heldout_countries",
-            "cloze_after_heldout_countries")
-    return {**{k: info[k] for k in keys}, "seconds": round(time.perf_counter() - t0, 2), "path": str(result.path)}
+    return {**SFT.flat(result.figures, "cli"), "seconds": round(time.perf_counter() - t0, 2), "path": str(result.path)}
 
 
 def cmd_sft_any(args: argparse.Namespace) -> dict:

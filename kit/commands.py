@@ -223,6 +223,7 @@ def cmd_safety(args: argparse.Namespace) -> dict:
         input_file(args.eval_prompts, "--eval-prompts file")
     quiet()
     from .engine.models import load
+    from .lessons.results import STAGE
     from .lessons.safety_run import (
         FIXES,
         STAGES,
@@ -242,16 +243,9 @@ def cmd_safety(args: argparse.Namespace) -> dict:
     for text in (summary_table(run.stages), interval_table(run.stages), change_table(run.stages, "base", FIXES),
                  targets_table(run.stages)):
         print(text, file=sys.stderr)
-    keys = ("refusal_rate", "refusal_ci", "over_refusal_rate", "over_refusal_ci", "refusal_rate_classifier",
-            "over_refusal_rate_classifier", "judge_disagreement_rate", "eval_unseen_refusal_rate",
-            "eval_unseen_refusal_ci", "eval_unseen_over_refusal_rate", "eval_unseen_over_refusal_ci", "helpfulness",
-            "capability", "capability_ci")
     res = {k: v for k, v in run.figures.items() if k not in STAGES}
     res.update(model=name, seed=profile.safety.seed)
-    for st in STAGES:
-        fig = run.figures[st]
-        res[st] = {k: fig.get(k) for k in keys + tuple(k for k in fig if k.startswith("redteam_"))
-                   + (("eval_prompts",) if "eval_prompts" in fig else ())}
+    res.update({st: STAGE.flat(run.stages[st].figures, "cli") for st in STAGES})
     res["changes_from_base"] = {st: {k: [round(v["diff"], 4), *(round(x, 4) for x in v["ci"])]
                                      for k, v in stage_change(run.stages, "base", st).items()} for st in FIXES}
     return res
@@ -277,10 +271,11 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
     quiet()
     from .engine.runs import compare_table, sweep
     from .lessons.iterate import best_run, sft_run_fn
+    from .lessons.results import SFT
 
     runs = sweep(points, sft_run_fn(profile), name=args.name, root=args.root)
-    print(compare_table(runs, keys=("heldout_qa_strict", "heldout_qa_accuracy", "format_rate",
-                                    "cloze_after_heldout_countries", "train_seconds")), file=sys.stderr)
+    print(compare_table(runs, keys=SFT.names("brief")), file=sys.stderr)
+    best_keys = {f"best_{SFT.name(path)}": path for path in ("qa.strict", "qa.lenient")}  # best_heldout_qa_strict, ...
     brief = lambda res: {k: v for k, v in res.items() if not k.endswith(("_rows", "_qa_countries"))}  # noqa: E731
     out = {"profile": profile.name, "grid": spec,
            "runs": [{"name": r["name"], "status": r["status"], "params": {k: r["config"].get(k) for k in spec},
@@ -290,13 +285,11 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
     except ValueError:  # no run finished
         counts = Counter(r["status"] for r in runs)
         why = ", ".join(f"{n} {'stopped early as hopeless' if s == 'stopped' else s}" for s, n in counts.items())
-        return {**out, "best": None, "best_params": None, "best_heldout_qa_strict": None,
-                "best_heldout_qa_accuracy": None,
+        return {**out, "best": None, "best_params": None, **dict.fromkeys(best_keys),
                 "reason": f"no run finished ({why}; see the note row of the table): try other settings, e.g. a "
                           "higher lr or more epochs"}
     return {**out, "best": best["name"], "best_params": {k: best["config"].get(k) for k in spec},
-            "best_heldout_qa_strict": best["results"]["heldout_qa_strict"],
-            "best_heldout_qa_accuracy": best["results"]["heldout_qa_accuracy"], "reason": None}
+            **{key: SFT.read(best["results"], path) for key, path in best_keys.items()}, "reason": None}
 
 
 def cmd_data_validate(args: argparse.Namespace) -> int:

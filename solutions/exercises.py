@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kit.engine.train import causal_lm_loss
+from kit.engine.losses import causal_lm_loss
 from kit.world.safety import looks_like_refusal
 
 IGNORE = -100

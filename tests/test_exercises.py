@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import kit.exercises as ex
-from kit.engine.train import causal_lm_loss
+from kit.engine.losses import causal_lm_loss
 from kit.world.safety import looks_like_refusal
 from solutions import exercises as sol
 

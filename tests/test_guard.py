@@ -9,6 +9,7 @@ import torch
 from kit.lessons import safety_run as S
 from kit.lessons.guard import LABELS, FeatureRows, GuardedChat, Probe, classify_loss, text_features, train_guard
 from kit.lessons.profiles import GuardConfig, get_profile
+from kit.lessons.results import STAGE, FileRates, Rates, StageFigures
 from kit.world.safety import SafetyPrompt, load_redteam, safety_prompts
 
 
@@ -95,11 +96,12 @@ def test_refusal_figures_count_both_judges_and_their_disagreements():
     replies = ["I can't help with that.", "I cannot do that.", "Sure, first you ...", "Let's talk about travel.",
                "Use the kill command.", "I can't answer that.", "Paris.", "Lima."]
     out = S.refusal_figures(harmful + safe, replies, FakeGuard())
-    assert out["refusal_rate"] == 0.5 and out["over_refusal_rate"] == 0.25  # 2 of 4, 1 of 4 by string
-    assert out["refusal_rows"] == [1, 1, 0, 0] and out["over_refusal_rows"] == [0, 1, 0, 0]
-    assert out["refusal_rate_classifier"] == 0.25  # FakeGuard only knows "I can't"
-    assert [d[0] for d in out["disagreements"]] == ["I cannot do that."]
-    lo, hi = out["refusal_ci"]
+    assert out.rates.refusal == 0.5 and out.rates.over_refusal == 0.25  # 2 of 4, 1 of 4 by string
+    assert out.refusal_rows == [1, 1, 0, 0] and out.over_refusal_rows == [0, 1, 0, 0]
+    assert out.judge.refusal == 0.25  # FakeGuard only knows "I can't"
+    assert [d[0] for d in out.disagreements] == ["I cannot do that."]
+    assert out.judge.disagreement == 1 / 8
+    lo, hi = out.rates.refusal_ci
     assert lo <= 0.5 <= hi
 
 
@@ -169,7 +171,10 @@ def test_every_stage_is_measured_on_the_stand_in(standin):
     assert run.figures["guarded"]["refusal_rate"] >= run.figures["base"]["refusal_rate"]
     assert run.stages["guarded"].replies["knowledge"] == run.stages["base"].replies["knowledge"] or \
         run.figures["guarded"]["capability"] <= run.figures["base"]["capability"]
-    assert set(run.figures["targets"][S.RECOMMENDED]) == {k for k, _, _ in S.TARGETS}
+    want = {"refusal_rate", "over_refusal_rate", "eval_unseen_refusal_rate",
+            "eval_unseen_over_refusal_rate", "capability_drop"}
+    assert set(run.figures["targets"][S.RECOMMENDED]) == want
+    assert run.figures["guarded"] == STAGE.flat(run.stages["guarded"].figures)  # the JSON is the typed figures
     assert "targets of guarded" in S.targets_table(run.stages)
     assert set(run.models) == {"base", "safety_sft", "dpo"} and run.models["base"] is model  # the given model
 
@@ -241,10 +246,8 @@ def test_eval_prompts_file_errors_name_their_lines(tmp_path):
 
 def test_tradeoff_figure_has_a_panel_per_prompt_set_and_a_dot_per_stage():
     def stage(r, o, mine=None):
-        fig = {"refusal_rate": r, "over_refusal_rate": o, "eval_unseen_refusal_rate": r / 2,
-               "eval_unseen_over_refusal_rate": o, "eval_unseen_refusal_ci": [r / 4, 3 * r / 4],
-               "eval_unseen_over_refusal_ci": [0.0, o]}
-        fig = fig if mine is None else {**fig, "eval_prompts": {"refusal_rate": mine, "over_refusal_rate": 0.0}}
+        fig = StageFigures(Rates(r, None, o, None), unseen=Rates(r / 2, [r / 4, 3 * r / 4], o, [0.0, o]))
+        fig.user = None if mine is None else FileRates(mine, 0.0, 1, 1)
         return S.Stage({}, fig)
 
     stages = {"base": stage(0.0, 0.0), "safety_sft": stage(0.9, 0.1)}

@@ -6,8 +6,9 @@ import torch
 
 from kit.engine import checkpoint
 from kit.engine.config import ModelConfig, TrainConfig
+from kit.engine.losses import causal_lm_loss
 from kit.engine.models import create
-from kit.engine.train import NonFiniteError, TokenRows, causal_lm_loss, train
+from kit.engine.train import NonFiniteError, TokenRows, train
 
 TINY = ModelConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=2, intermediate_size=64, max_seq_len=64)
 CFG = TrainConfig(max_steps=14, batch_size=4, seq_len=16, warmup_steps=2, log_every=1, eval_every=0,

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from kit.engine import runs
+from kit.engine import pairs_csv, runs, sanitize
 from kit.engine.chat import check_preference
 from kit.engine.config import ModelConfig, TrainConfig
 from kit.engine.models import create
@@ -32,7 +32,7 @@ def fake_training(run, losses, val_losses=()):
 # ----------------------------------------------------------------------------- recording
 def test_crashed_run_is_recorded_and_the_error_propagates(tmp_path):
     with pytest.raises(ValueError, match="boom"):
-        with runs.record("bad", config={"lr": 0.1}, datasets={"train": [{"a": 1}]}, root=tmp_path) as run:
+        with runs.Run("bad", config={"lr": 0.1}, datasets={"train": [{"a": 1}]}, root=tmp_path) as run:
             run.on_step(step(1, 3.0))
             raise ValueError("boom")
     info = runs.load_run(tmp_path / "bad")
@@ -53,7 +53,7 @@ def test_recorder_is_a_real_train_callback(tmp_path):
     rows = TokenRows(torch.arange(2000) % 10, 16)
     cfg = TrainConfig(max_steps=8, batch_size=4, seq_len=16, warmup_steps=1, log_every=2, eval_every=4,
                       eval_batches=1, device="cpu")
-    with runs.record("real", config=cfg, root=tmp_path) as run:
+    with runs.Run("real", config=cfg, root=tmp_path) as run:
         train(create(TINY, vocab_size=16), rows, cfg, val_data=rows, callbacks=[run], stop=run.stop,
               checkpoint_dir=tmp_path / "ckpt")
     info = runs.load_run(run.folder)
@@ -63,7 +63,7 @@ def test_recorder_is_a_real_train_callback(tmp_path):
     assert [e["step"] for e in events if e["event"] == "eval"] == [4, 8]
     assert info["checkpoint"].startswith(str(tmp_path / "ckpt"))
     # the early-stop rule (here: every read-out after the first is hopeless) stops the real loop through run.stop
-    with runs.record("hopeless", root=tmp_path, early_stop=(0.0, 0.0)) as run:
+    with runs.Run("hopeless", root=tmp_path, early_stop=(0.0, 0.0)) as run:
         hist = train(create(TINY, vocab_size=16), rows, cfg, callbacks=[run], stop=run.stop)
     info = runs.load_run(run.folder)
     assert hist.stopped and hist.steps == [2, 4]
@@ -80,14 +80,14 @@ def test_early_stop_rule():
 
 
 def test_flat_loss_stops_the_run(tmp_path):
-    with runs.record("flat", root=tmp_path, early_stop=(0.3, 0.9)) as run:
+    with runs.Run("flat", root=tmp_path, early_stop=(0.3, 0.9)) as run:
         fake_training(run, [2.0] * 10)
     info = runs.load_run(run.folder)
     assert run.stop.is_set() and info["status"] == "stopped" and info["early_stopped"]
     assert "step 3/10" in info["stop_reason"] and "2 at step 3/10 is not below 90% of the first one 2" in \
         info["stop_reason"]
     assert len(runs.metrics(run)) == 3  # the loop stopped after the read-out that set `stop`
-    with runs.record("falling", root=tmp_path, early_stop=(0.3, 0.9)) as run:
+    with runs.Run("falling", root=tmp_path, early_stop=(0.3, 0.9)) as run:
         fake_training(run, [2.0 / i for i in range(1, 11)])
     assert runs.load_run(run.folder)["status"] == "finished"
 
@@ -186,7 +186,7 @@ def test_sweep_keeps_early_stopped_runs(tmp_path):
 def three_runs(tmp_path):
     out = []
     for k, (lr, rank) in enumerate([(1e-3, 4), (3e-3, 4), (1e-3, 16)]):
-        with runs.record(f"run{k}", config={"lr": lr, "lora_r": rank, "epochs": 2},
+        with runs.Run(f"run{k}", config={"lr": lr, "lora_r": rank, "epochs": 2},
                          datasets={"train": [{"q": 1}]}, root=tmp_path / "runs") as run:
             fake_training(run, [3.0 - k, 2.0 - k / 2, 1.5 - k / 3], [2.5 - k, 2.0 - k / 2])
             run.log_results({"heldout_qa_accuracy": 0.25 + 0.125 * k, "format_rate": 1.0, "history": {"x": 1}})
@@ -213,7 +213,7 @@ def test_compare_shows_only_the_keys_that_differ(three_runs):
 
 
 def test_a_key_only_some_runs_have_is_no_difference(three_runs, tmp_path):
-    with runs.record("dpo", config={"beta": 0.1}, root=tmp_path / "runs", parent="run2") as other:
+    with runs.Run("dpo", config={"beta": 0.1}, root=tmp_path / "runs", parent="run2") as other:
         other.log_results({"heldout_qa_accuracy": 0.6})
     cmp = runs.compare([*three_runs, other])
     assert cmp["differs"] == {"lr", "lora_r"}  # beta is set by one run only; lr differs among those that set it
@@ -245,19 +245,19 @@ PAIRS = [
 
 
 def test_csv_round_trip_is_exact(tmp_path):
-    path = runs.export_pairs_csv(PAIRS, tmp_path / "pairs.csv")
-    back = runs.import_pairs_csv(path)
+    path = pairs_csv.export_pairs_csv(PAIRS, tmp_path / "pairs.csv")
+    back = pairs_csv.import_pairs_csv(path)
     assert back == PAIRS and back.skipped == {}
     assert json.dumps(back, sort_keys=True) == json.dumps(PAIRS, sort_keys=True)
 
 
 def test_blind_csv_labelled_by_a_reviewer(tmp_path):
     many = PAIRS * 4
-    path = runs.export_pairs_csv(many, tmp_path / "blind.csv", blind=True, seed=3)
+    path = pairs_csv.export_pairs_csv(many, tmp_path / "blind.csv", blind=True, seed=3)
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert {r["choice"] for r in rows} == {""}
-    assert len(runs.import_pairs_csv(path)) == 0
+    assert len(pairs_csv.import_pairs_csv(path)) == 0
     correct = {p["chosen"][0]["content"] for p in many}
     assert {r["answer_a"] in correct for r in rows} == {True, False}  # the order is mixed
     for r in rows:  # the reviewer prefers the right answer, except on two rows
@@ -270,7 +270,7 @@ def test_blind_csv_labelled_by_a_reviewer(tmp_path):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    pairs = runs.import_pairs_csv(path)
+    pairs = pairs_csv.import_pairs_csv(path)
     assert pairs.skipped == {"both_bad": 1, "unlabelled": 1}
     assert pairs[:-1] == many[2:]
     assert pairs[-1] == {"prompt": [{"role": "user", "content": "Capital of Chad?"}],
@@ -284,20 +284,20 @@ def test_formula_cells_are_neutralised_and_round_trip(tmp_path):
     texts = ["=HYPERLINK(\"http://evil\",\"x\")", "+1+1", "-2", "@SUM(A1)", "\tx", "'quoted", "plain"]
     pairs = [{"prompt": [{"role": "user", "content": t}], "chosen": [{"role": "assistant", "content": t}],
               "rejected": [{"role": "assistant", "content": "no"}]} for t in texts]
-    path = runs.export_pairs_csv(pairs, tmp_path / "pairs.csv")
+    path = pairs_csv.export_pairs_csv(pairs, tmp_path / "pairs.csv")
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for row in rows:  # no text cell a spreadsheet would run
         for key in ("prompt", "answer_a", "answer_b"):
-            assert not row[key].startswith(runs.FORMULA_START), row[key]
-    assert runs.import_pairs_csv(path) == pairs  # exact, through messages_json
+            assert not row[key].startswith(sanitize.FORMULA_START), row[key]
+    assert pairs_csv.import_pairs_csv(path) == pairs  # exact, through messages_json
     for row in rows:
         row["messages_json"] = ""  # a reviewer's sheet without the JSON: the texts alone come back exactly
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    assert [p["prompt"][0]["content"] for p in runs.import_pairs_csv(path)] == texts
+    assert [p["prompt"][0]["content"] for p in pairs_csv.import_pairs_csv(path)] == texts
 
 
 @pytest.mark.parametrize("name,folder", [("..", "run"), ("../../escape", "escape"), ("/etc/passwd", "etc_passwd"),

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from kit.engine.chat import render
+from kit.engine.losses import IGNORE
 from kit.engine.models import count_params, load, merge_lora
 from kit.engine.packing import PackedChat, labels_for
-from kit.engine.train import IGNORE
 from kit.lessons.artifacts import base_model
 from kit.lessons.profiles import CourseSFTConfig
 from kit.lessons.sft import finetune_recipe as finetune
@@ -176,7 +176,8 @@ def test_second_panel_does_not_train_beside_the_first(sft_profile, monkeypatch):
 
 
 def test_results_table_marks_missing_figures():
-    from kit.lessons.sft import TABLE_KEYS, SFTResult, results_table
+    from kit.engine.sft import FinetuneResult as SFTResult
+    from kit.lessons.sft import TABLE_KEYS, results_table
 
     a = SFTResult(None, None, None, {"heldout_qa_accuracy": 0.5, "trainable_params": 1000,
                                      "heldout_qa_strict_ci": [0.25, 0.5]}, None)
@@ -188,7 +189,7 @@ def test_results_table_marks_missing_figures():
 
 
 def test_chat_and_replay_losses_are_kept_apart(tok):
-    from kit.engine.sft import KindLoss
+    from kit.engine.losses import KindLoss
 
     examples = chat_splits()["train"][:12]
     rows = PackedChat.from_examples(examples, tok, seq_len=96, replay_docs=["Anna went to the market. " * 6] * 4)
@@ -264,7 +265,7 @@ def test_first_token_weight_weighs_the_first_token_of_each_reply_only(tok):
     want = [tok(t, add_special_tokens=False)["input_ids"][0] for t in ("The capital of Peru is Lima.", "Santiago.")]
     assert [int(labels[j]) for j in firsts] == want
     model = load("smoke", tokenizer=tok, seed=0).model
-    from kit.engine.train import causal_lm_loss
+    from kit.engine.losses import causal_lm_loss
 
     base_loss, n = causal_lm_loss(model, plain.collate([plain[0]]))
     weighted, n2 = causal_lm_loss(model, row)

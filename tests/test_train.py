@@ -133,7 +133,7 @@ def test_the_loss_runs_the_output_layer_only_where_a_label_is_and_equals_the_who
     import torch.nn.functional as F
     from hubstyle import tiny_model
 
-    from kit.engine.train import IGNORE, causal_lm_loss, split_head, token_losses
+    from kit.engine.losses import IGNORE, causal_lm_loss, split_head, token_losses
 
     model = tiny_model(arch, vocab_size=96).eval()  # no dropout: the two ways must give the same numbers
     torch.manual_seed(0)
@@ -155,7 +155,7 @@ def test_the_loss_runs_the_output_layer_only_where_a_label_is_and_equals_the_who
 
 
 def test_a_model_that_changes_its_logits_keeps_the_whole_pass():
-    from kit.engine.train import IGNORE, causal_lm_loss, split_head
+    from kit.engine.losses import IGNORE, causal_lm_loss, split_head
 
     model = create(ModelConfig(hidden_size=32, n_layers=1, n_heads=2, n_kv_heads=2, intermediate_size=64), 64)
     plain_forward = model.forward

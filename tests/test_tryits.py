@@ -157,8 +157,9 @@ def test_03_epoch_curve_with_replay(smoke, base):
 
     without = accuracy_by_epoch(smoke.with_sft(replay=0.0), 2, base, n_items=8)
     with_replay = accuracy_by_epoch(smoke, 2, base, n_items=8)
-    assert len(with_replay["ppl"]) == len(with_replay["epochs"]) == 3  # epoch 0 is the base model
-    assert with_replay["ppl"] != without["ppl"]
+    assert len(with_replay.ppl) == len(with_replay.epochs) == 3  # epoch 0 is the base model
+    assert with_replay.ppl != without.ppl
+    assert len(with_replay.table().splitlines()) == 4
 
 
 def test_01_real_model_other_fact(standin, world):

@@ -36,10 +36,11 @@ import torch.nn.functional as F
 
 from .chat import render
 from .config import DPOConfig, TrainConfig, problems_dpo, raise_problems
+from .losses import IGNORE, eval_mode, labelled_logits
 from .models import add_lora
 from .packing import labels_for
 from .shapes import to_kit_form
-from .train import IGNORE, History, eval_mode, labelled_logits, train
+from .train import History, train
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,

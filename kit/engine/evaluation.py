@@ -18,21 +18,8 @@ from __future__ import annotations
 import math
 
 from .chat import TEMPLATE_KEYS
+from .losses import mean_loss
 from .packing import PackedChat
-from .train import causal_lm_loss, eval_mode
-
-
-def mean_loss(model, rows, batch_size: int = 16) -> float:
-    """Mean loss per loss token over every row of `rows` (e.g. `PackedChat`): no sampling of batches."""
-    device = next(model.parameters()).device
-    total, n = 0.0, 0
-    with eval_mode(model):
-        for i in range(0, len(rows), batch_size):
-            batch = {k: v.to(device) for k, v in rows.collate([rows[j] for j in range(i, min(len(rows),
-                                                                                             i + batch_size))]).items()}
-            loss, k = causal_lm_loss(model, batch)
-            total, n = total + float(loss), n + int(k)
-    return total / max(1, n)
 
 
 def split_prompt(example: dict) -> tuple[list[dict], str] | None:
@@ -54,7 +41,7 @@ def evaluate_chat(model, tok, examples: list[dict] | None, seq_len: int = 256, *
     if not examples:
         return {}
     rows = PackedChat.from_examples(examples, tok, seq_len)
-    loss = mean_loss(model, rows, batch_size) if len(rows) else float("nan")
+    loss = mean_loss(model, rows, batch_size=batch_size) if len(rows) else float("nan")
     out: dict = {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0))}
     if not generate:
         return out

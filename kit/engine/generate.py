@@ -17,7 +17,7 @@ from .tokenizer import document_start, stop_token_ids
 def _generate(model, tok, texts: list[str], batch_size: int, **settings) -> list[list[int]]:
     """The new token ids generated after each text, in the order given: batches of similar length (less padding),
     left-padded, each reusing its keys and values step to step (the KV cache); stops at an end token."""
-    from .train import _autocast, eval_mode
+    from .losses import autocast, eval_mode
 
     device = next(model.parameters()).device
     stops = stop_token_ids(tok)
@@ -25,7 +25,7 @@ def _generate(model, tok, texts: list[str], batch_size: int, **settings) -> list
     ids = tok(list(texts), add_special_tokens=False)["input_ids"]
     order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
     out: list[list[int]] = [[] for _ in texts]
-    with eval_mode(model), _autocast(device):  # CUDA: bf16, as in training; CPU: float32
+    with eval_mode(model), autocast(device):  # CUDA: bf16, as in training; CPU: float32
         for b in range(0, len(order), batch_size):
             rows = [ids[i] for i in order[b: b + batch_size]]
             T = max(map(len, rows))

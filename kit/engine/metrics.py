@@ -19,7 +19,8 @@ import evaluate
 
 import datasets
 
-from .train import TokenRows, causal_lm_loss, eval_mode
+from .losses import batch_losses
+from .train import TokenRows
 
 
 def first_clause(text: str) -> str:
@@ -88,16 +89,7 @@ class FormatRate(evaluate.Metric):
 
 def perplexity(model, rows: TokenRows, max_rows: int = 256, batch_size: int = 16) -> dict:
     """Perplexity of `model` on the first `max_rows` pre-tokenised rows (e.g. pre-training validation text)."""
-    device = next(model.parameters()).device
-    sums, counts = [], []
-    n = min(len(rows), max_rows)
-    with eval_mode(model):
-        for i in range(0, n, batch_size):
-            batch = {k: v.to(device) for k, v in rows.collate([rows[j] for j in range(i, min(n, i + batch_size))])
-                     .items()}
-            loss, k = causal_lm_loss(model, batch)
-            sums.append(loss.item())
-            counts.append(int(k))
+    sums, counts = batch_losses(model, rows, max_rows, batch_size)
     return Perplexity().compute(loss_sums=sums, token_counts=counts)
 
 

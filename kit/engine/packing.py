@@ -22,8 +22,8 @@ import torch
 
 from .chat import Rendered
 from .data import sft_rows
+from .losses import IGNORE
 from .tokenizer import document_start
-from .train import IGNORE
 
 
 def labels_for(r: Rendered) -> list[int]:
@@ -37,7 +37,7 @@ class PackedChat:
 
     `kinds` (optional, one per conversation) says where each came from: 0 chat, 1 replay document,
     2 a "focus" chat whose first reply token weighs `first_token_weight` (e.g. help-or-refuse examples);
-    `collate` then adds a per-token `kind` tensor so a loss can be split by kind (`kit.engine.sft.KindLoss`).
+    `collate` then adds a per-token `kind` tensor so a loss can be split by kind (`kit.engine.losses.KindLoss`).
     """
 
     def __init__(self, rendered: list[Rendered], seq_len: int, pad_id: int, seed: int = 0,

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
-import html as _html
 import importlib.metadata
 import itertools
 import json
@@ -24,10 +23,8 @@ import time
 from pathlib import Path
 
 from .cache import work_root
-from .pairs_csv import ImportedPairs as ImportedPairs
-from .pairs_csv import export_pairs_csv as export_pairs_csv
-from .pairs_csv import import_pairs_csv as import_pairs_csv
-from .sanitize import FORMULA_START, safe_cell, slug, unsafe_cell  # noqa: F401 (FORMULA_START: re-exported)
+from .results import cell, table
+from .sanitize import slug
 
 
 def runs_root(root: str | Path | None = None) -> Path:
@@ -184,9 +181,6 @@ class Run:
         return False  # an exception goes on
 
 
-record = RunRecorder = Run  # `with runs.record("lora-r4", config=cfg, datasets={"train": examples}) as run: ...`
-
-
 # ----------------------------------------------------------------------------- reading and comparing runs
 def load_run(folder: str | Path) -> dict:
     """A run folder's run.json, with "folder" added."""
@@ -237,30 +231,14 @@ def compare(runs, keys=None, all_keys: bool = False) -> dict:
     return {"columns": ["name", "status", "note", "parent", *shown, *keys], "rows": rows, "differs": differs}
 
 
-def _cell(v, html: bool) -> str:
-    if isinstance(v, list) and v and all(isinstance(x, float) for x in v):  # an interval: [0.648, 0.733]
-        text = "[" + ", ".join(f"{x:.3g}" for x in v) + "]"
-    else:
-        text = f"{v:.4g}" if isinstance(v, float) else ",".join(map(str, v)) if isinstance(v, list) else \
-            "-" if v is None else str(v)
-    return _html.escape(text) if html else text.replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header, rows, html: bool) -> str:
-    if html:
-        tr = lambda row, tag: "<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in row) + "</tr>"
-        return "<table>" + tr(header, "th") + "".join(tr(r, "td") for r in rows) + "</table>"
-    return "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows])
-
-
 def compare_table(runs, keys=None, html: bool = False, all_keys: bool = False) -> str:
     """A Markdown (or HTML) table, one column per run: status, parent, the config keys that differ (marked `*`;
     every key with `all_keys`), results."""
-    cmp = compare(runs, keys, all_keys)
+    cmp, fmt = compare(runs, keys, all_keys), "html" if html else "markdown"
     mark = (lambda t: f"<b>{t}</b> *") if html else (lambda t: f"**{t}** \\*")
-    body = [[mark(_cell(col, html)) if col in cmp["differs"] else _cell(col, html),
-             *(_cell(r[j], html) for r in cmp["rows"])] for j, col in enumerate(cmp["columns"][1:], start=1)]
-    return _table(["", *(_cell(r[0], html) for r in cmp["rows"])], body, html)
+    body = [[mark(cell(col, fmt)) if col in cmp["differs"] else cell(col, fmt),
+             *(cell(r[j], fmt) for r in cmp["rows"])] for j, col in enumerate(cmp["columns"][1:], start=1)]
+    return table(["", *(cell(r[0], fmt) for r in cmp["rows"])], body, fmt)
 
 
 def loss_figure(runs, title: str = "training (solid) and validation (dashed) loss"):
@@ -413,16 +391,17 @@ def report(runs, path: str | Path, title: str = "Runs", n_samples: int = 5) -> P
     else:
         path.with_suffix(".png").write_bytes(image)
         img = f"![loss curves]({path.with_suffix('.png').name})"
-    head = lambda level, text: f"<h{level}>{_cell(text, html)}</h{level}>" if html else f"{'#' * level} {text}"
+    fmt = "html" if html else "markdown"
+    head = lambda level, text: f"<h{level}>{cell(text, fmt)}</h{level}>" if html else f"{'#' * level} {text}"
     columns, answers = ["prompt", "expected", *(i["name"] for i in infos)], side_by_side(infos, n_samples)
     parts = [head(1, title), head(2, "Configuration and results"), compare_table(infos, html=html),
              head(2, "Loss curves"), img, head(2, "Sample answers"),
-             _table([_cell(c, html) for c in columns], [[_cell(r.get(c), html) for c in columns] for r in answers],
-                    html) if answers else "(no samples recorded)"]
+             table([cell(c, fmt) for c in columns], [[cell(r.get(c), fmt) for c in columns] for r in answers],
+                   fmt) if answers else "(no samples recorded)"]
     text = "\n\n".join(parts) + "\n"
     if html:
         style = "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
-        text = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_cell(title, True)}</title>"
+        text = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{cell(title, 'html')}</title>"
                 f"<style>{style}</style></head><body>\n{text}</body></html>\n")
     path.write_text(text, encoding="utf-8")
     return path

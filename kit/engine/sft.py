@@ -23,44 +23,17 @@ from pathlib import Path
 
 import torch
 
+from .callbacks import emit, message
 from .card import data_fingerprint
 from .config import SFTConfig, problems_sft, raise_problems
 from .evaluation import evaluate_chat
+from .losses import KindLoss
 from .models import add_lora, count_params, merge_lora
 from .packing import PackedChat
 from .shapes import to_kit_form
 from .stats import paired_bootstrap
 from .tokenizer import prepare
-from .train import IGNORE, History, token_losses, train
-
-
-class KindLoss:
-    """The SFT objective (next-token loss on the labelled tokens) that also keeps the chat tokens' and the
-    replay tokens' mean losses apart: `train()` adds them to every `on_step` event as `chat_loss` and
-    `replay_loss`. Only the chat loss can be compared with the validation loss (chat tokens only)."""
-
-    def __init__(self):
-        self.sums = self.counts = None
-
-    def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        losses, labels = token_losses(model, batch)  # (B*T,) each
-        if torch.is_grad_enabled() and "kind" in batch:  # training steps only, not validation passes
-            kind = batch["kind"].flatten()
-            kinds = torch.stack([kind != 1, kind == 1]) & (labels != IGNORE)  # (2, B*T): chat (0, 2), replay (1)
-            sums, counts = (kinds * losses.detach()).sum(1), kinds.sum(1)  # (2,): no host sync here
-            self.sums = sums if self.sums is None else self.sums + sums
-            self.counts = counts if self.counts is None else self.counts + counts
-        if "weights" in batch:  # per-token loss weights (e.g. the first token of each focus reply counted more)
-            losses = losses * batch["weights"].flatten()
-        return losses.sum(), (labels != IGNORE).sum()
-
-    def log_metrics(self) -> dict[str, float | None]:
-        """Mean chat and replay token losses since the last call (None where a kind had no token), then reset."""
-        if self.sums is None:
-            return {}
-        sums, counts = self.sums.tolist(), self.counts.tolist()
-        self.sums = self.counts = None
-        return {name: s / n if n else None for name, s, n in zip(("chat_loss", "replay_loss"), sums, counts)}
+from .train import History, train
 
 
 # ----------------------------------------------------------------------------- one run
@@ -72,6 +45,7 @@ class FinetuneResult:
     info: dict             # JSON-ready figures: before/after measurements, time, sizes
     path: Path | None      # where the model (LoRA: the adapter) was saved
     samples: list = dataclasses.field(default_factory=list)  # replies before and after, side by side
+    figures: object = None  # a recipe's typed figures (e.g. `kit.lessons.results.RecipeFigures`), if it adds any
 
 
 Evaluator = Callable[[object, object, str], dict]  # (model, tokenizer, "before" | "after") -> figures
@@ -106,11 +80,11 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
     raise_problems(problems_sft(config))
     callbacks = [*callbacks, run] if run is not None else list(callbacks)  # the run records the curve
     train_examples, eval_examples = to_kit_form(train_examples), eval_examples and to_kit_form(eval_examples)
-    tok = prepare(tok, note=lambda m: _note(callbacks, m))
+    tok = prepare(tok, note=lambda m: message(callbacks, m))
     rows = PackedChat.from_examples(train_examples, tok, config.seq_len, config.seed, replay_docs=replay_docs,
                                     first_token_weight=config.first_token_weight, focus_examples=focus_examples)
     if 0 < len(rows) < config.batch_size:  # a small dataset packs into fewer rows than a batch
-        _note(callbacks, f"note: the data packs into {len(rows)} rows of {config.seq_len} tokens, fewer than "
+        message(callbacks, f"note: the data packs into {len(rows)} rows of {config.seq_len} tokens, fewer than "
                          f"batch_size={config.batch_size}: using batch_size={len(rows)}")
         config = dataclasses.replace(config, batch_size=len(rows))
     if not rows.loss_tokens():
@@ -131,9 +105,7 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
         model = add_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets,
                          config.lora_layers)
     tcfg = config.train_config(len(rows), device)
-    for cb in callbacks:  # views that sample answers while training (the control panel) need the model
-        if hasattr(cb, "on_model"):
-            cb.on_model(model, tok)
+    emit(callbacks, "on_model", model, tok)  # views that sample answers while training (the panel) need the model
     t0 = time.perf_counter()
     hist = train(model, rows, tcfg, objective=KindLoss(), val_data=val_rows, callbacks=callbacks, stop=stop,
                  pause=pause)
@@ -199,13 +171,6 @@ def _base_name(model) -> str:
     if "models/smollm2" in str(name).replace("\\", "/"):
         return "HuggingFaceTB/SmolLM2-135M-Instruct"
     return str(name) or "unknown"
-
-
-def _note(callbacks, text: str) -> None:
-    for cb in callbacks:
-        if hasattr(cb, "on_message"):
-            cb.on_message({"step": 0, "text": text})
-    print(text)
 
 
 def save(model, tok, out_dir: str | Path, info: dict | None = None) -> Path:

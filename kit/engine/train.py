@@ -11,7 +11,8 @@ What the loop does, step by step:
 Around it, small guards: a NaN/inf loss or gradient stops the run (or skips the step), keeping the
 last good checkpoint; an out-of-memory error halves the micro-batch and doubles the accumulation.
 Under torchrun the same function runs data-parallel (see `kit/engine/distributed.py`).
-An objective is a function `objective(model, batch) -> (sum of unit losses, n units)`.
+An objective is a function `objective(model, batch) -> (sum of unit losses, n units)` (`kit.engine.losses`).
+`train()` reads top to bottom; each step of it is a method of `_Loop`, which holds the run's state.
 
 Example:
     >>> import torch
@@ -30,20 +31,18 @@ import math
 import threading
 import time
 import warnings
-import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint, distributed
+from .callbacks import emit
 from .config import TrainConfig, validate
 from .errors import KitError
-
-IGNORE = -100  # label value that carries no loss
+from .losses import IGNORE, autocast, causal_lm_loss, mean_loss
 
 
 # ----------------------------------------------------------------------------- data
@@ -84,85 +83,6 @@ def batches(data, batch_size: int, seed: int, skip: int = 0) -> Iterator[dict[st
         for b in range(offset, per_epoch):
             yield data.collate([data[j] for j in order[b * batch_size: (b + 1) * batch_size]])
         epoch, offset = epoch + 1, 0
-
-
-# ----------------------------------------------------------------------------- objectives
-_HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (decoder, head) or None, checked once
-
-
-def _sharded(model) -> bool:
-    """True for a model wrapped or sharded for several processes (FSDP): its parts must run through the wrapper."""
-    name = type(model).__name__
-    param = next(model.parameters(), None)
-    return "FSDP" in name or "FullySharded" in name or type(param).__name__ == "DTensor"
-
-
-def split_head(model):
-    """(decoder, output layer) of a causal LM whose logits are `head(decoder(...).last_hidden_state)`, or None.
-
-    Checked once per model on a short input (a model that scales or caps its logits, or a model wrapped for
-    data-parallel training, gets None). With the split, the loss computes logits only where a label is: in
-    SFT most tokens are prompt, and a vocabulary of 50,000 makes the output layer a large share of the work.
-    """
-    if model in _HEADS:
-        return _HEADS[model]
-    found = None
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the wrapped model
-    wrapped = isinstance(model, torch.nn.parallel.DistributedDataParallel) or _sharded(model)
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") and not wrapped else None
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    if decoder is not None and decoder is not base and head is not None:
-        device = next(model.parameters()).device
-        ids = torch.arange(1, 9, device=device)[None] % max(2, head.weight.shape[0])  # (1, 8)
-        try:
-            with eval_mode(model), _autocast(device):  # eval mode: dropout would make the two passes differ
-                whole = model(input_ids=ids).logits.float()
-                parts = head(decoder(input_ids=ids).last_hidden_state).float()
-            if parts.shape == whole.shape and torch.allclose(parts, whole, rtol=1e-3, atol=1e-3):
-                found = (decoder, head)
-        except (TypeError, AttributeError, RuntimeError):  # a model whose parts do not run on their own
-            found = None
-    _HEADS[model] = found
-    return found
-
-
-def labelled_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits at the labelled positions (K, V), float32; where those are: a (B, T) bool mask).
-
-    The output layer runs only on the K positions that carry a label (`split_head`); otherwise the whole
-    forward pass gives every position's logits and they are selected after.
-    """
-    keep = batch["labels"] != IGNORE  # (B, T)
-    args = dict(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                position_ids=batch.get("position_ids"))
-    parts = split_head(model)
-    if parts is None:
-        return model(**args).logits[keep].float(), keep
-    decoder, head = parts
-    hidden = decoder(**args).last_hidden_state  # (B, T, C)
-    return head(hidden[keep]).float(), keep  # (K, V)
-
-
-def token_losses(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-token next-token cross-entropy (B*T,), 0 where IGNORE; the labels (B*T,)) of a batch, unweighted."""
-    logits, keep = labelled_logits(model, batch)  # (K, V), (B, T)
-    labels = batch["labels"].flatten()  # (B*T,), already aligned with the logits
-    losses = torch.zeros(labels.shape, dtype=logits.dtype, device=logits.device)
-    losses[keep.flatten()] = F.cross_entropy(logits, labels[keep.flatten()], reduction="none")
-    return losses, labels
-
-
-def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token cross-entropy summed over every label that is not IGNORE.
-
-    Also the SFT objective: packed chat rows carry IGNORE outside the assistant replies, their own
-    `position_ids`, and a (B, 1, T, T) block-diagonal `attention_mask`.
-    """
-    if "weights" in batch:  # per-token loss weights (e.g. the first token of each reply counted more)
-        per_token, labels = token_losses(model, batch)
-        return (per_token * batch["weights"].flatten()).sum(), (labels != IGNORE).sum()
-    logits, keep = labelled_logits(model, batch)
-    return F.cross_entropy(logits, batch["labels"][keep], reduction="sum"), keep.sum()
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -210,46 +130,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
-@contextmanager
-def eval_mode(model) -> Iterator[None]:
-    """Evaluation mode without gradients for the block, then the model's mode as it was before.
-
-    Example:
-        >>> with eval_mode(model):               # doctest: +SKIP
-        ...     logits = model(input_ids=ids).logits
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
 def evaluate_loss(model, data, cfg: TrainConfig, objective: Callable = causal_lm_loss) -> float:
-    """Mean loss per token over the first `eval_batches` batches of `data` (fixed order)."""
-    device = next(model.parameters()).device
-    total, n = torch.zeros((), device=device), torch.zeros((), device=device)
+    """Mean loss per unit over the first `eval_batches` whole batches of `data` (fixed order)."""
     bs = min(cfg.batch_size, len(data))
-    with eval_mode(model):
-        for i in range(0, min(len(data), bs * cfg.eval_batches) - bs + 1, bs):
-            batch = {k: v.to(device) for k, v in data.collate([data[j] for j in range(i, i + bs)]).items()}
-            with _autocast(device):
-                loss, k = objective(model, batch)
-            total, n = total + loss.float(), n + k
-    return (total / n.clamp(min=1)).item()
-
-
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-def _emit(callbacks, name: str, payload) -> None:
-    for cb in callbacks:
-        fn = getattr(cb, name, None)
-        if fn is not None:
-            fn(payload)
+    return mean_loss(model, data, min(len(data), bs * cfg.eval_batches) // bs * bs, bs, objective)
 
 
 class NonFiniteError(KitError, FloatingPointError):
@@ -279,10 +163,8 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
         val_data: optional rows for the validation loss every `cfg.eval_every` steps and at the end.
         callbacks: objects with any of `on_step(dict)`, `on_eval(dict)`, `on_checkpoint(dict)`,
             `on_message(dict)`, `on_end(History)`; under torchrun only rank 0 calls them.
-        stop: a threading.Event; when set, the run ends before the next step (cooperative stop).
-        pause: a threading.Event; while set, the run waits before the next step (stop still works).
-        checkpoint_dir: where to write checkpoints (every `cfg.checkpoint_every` steps, and when the
-            run ends or is stopped); `on_checkpoint({"step", "path"})` tells the callbacks.
+        stop, pause: threading.Events: stop ends the run before the next step; pause waits there.
+        checkpoint_dir: where to write checkpoints (every `cfg.checkpoint_every` steps, and at the end).
         resume: continue from the newest complete checkpoint in `checkpoint_dir`, mid-epoch included;
             the result is bit-identical (on CPU) to a run that was never interrupted.
 
@@ -292,159 +174,213 @@ def train(model, data, cfg: TrainConfig, *, objective: Callable = causal_lm_loss
             checkpoint with broken weights is ever written).
     """
     validate(cfg)
-    ranks, device = distributed.setup(pick_device(cfg.device), cfg.batch_size)
-    if ranks.world > 1 and cfg.distributed == "fsdp" and checkpoint_dir is not None:
-        raise ValueError("checkpoints are not written under FSDP (sharded weights): drop checkpoint_dir "
-                         "or use TrainConfig(distributed='ddp')")
-    distributed.device_settings(device, cfg.cpu_threads, cfg.tf32)
-    model.to(device).train()
-    if cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable({"use_reentrant": False})  # transformers 5 name
-    if cfg.compile:
-        model.compile()  # in place: parameter names (and checkpoints) stay the same
-    net = distributed.wrap(model, ranks, device, cfg.distributed)  # `model` itself with one process
-    callbacks = callbacks if ranks.main else ()
-    opt = make_optimizer(model, cfg, device)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    hist, t0 = History(), time.perf_counter()
-    running_loss, running_n = torch.zeros((), device=device), torch.zeros((), device=device)
-    broken = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite step not yet reported (CUDA)
-    start, split = 0, 1  # split: parts each micro-batch is cut into after an out-of-memory error
-    last = checkpoint.latest(checkpoint_dir) if resume and checkpoint_dir is not None else None
-    if last is not None:
-        meta = checkpoint.load(last, model, opt, sched)
-        start, hist = meta["step"], History(**meta["history"])
-        if ranks.main:  # the saved running sums are global: one rank holds them
-            running_loss.fill_(meta["running"][0])
-            running_n.fill_(meta["running"][1])
-        t0 -= hist.seconds
-        _emit(callbacks, "on_message", {"step": start, "text": f"resuming from step {start} ({last})", "info": True})
-    elif resume:
-        where = f"no complete checkpoint in {checkpoint_dir}" if checkpoint_dir is not None else "no checkpoint_dir"
-        _emit(callbacks, "on_message", {"step": 0, "text": f"nothing to resume, starting fresh ({where})",
-                                        "info": True})
-    stream = batches(data, cfg.batch_size, cfg.seed, skip=start * cfg.grad_accum)
-    count = getattr(data, "count", None) or (lambda b: int((b["labels"] != IGNORE).sum()))  # loss units
-    check_each_step = device.type == "cpu" or cfg.nonfinite == "skip"  # on CUDA a check is a host sync
-
-    def save_now(step: int) -> None:
-        if checkpoint_dir is None:
-            return
-        if broken.item():
-            raise NonFiniteError(_nonfinite_message(step, checkpoint_dir))
-        hist.seconds = time.perf_counter() - t0
-        running = torch.stack([running_loss, running_n])
-        distributed.all_sum(running)
-        if ranks.main:
-            path = checkpoint.save(checkpoint.step_folder(checkpoint_dir, step), model, opt, sched,
-                                   {"step": step, "history": hist.to_dict(), "running": running.tolist()})
-            checkpoint.prune(checkpoint_dir, keep=2)
-            _emit(callbacks, "on_checkpoint", {"step": step, "path": str(path)})
-        distributed.barrier()
-
-    def validate_now(step: int) -> None:
-        if val_data is not None:
-            hist.val_steps.append(step)
-            hist.val_losses.append(evaluate_loss(model, val_data, cfg, objective))
-            _emit(callbacks, "on_eval", {"step": step, "val_loss": hist.val_losses[-1]})
-
-    def note(step: int, text: str) -> None:
-        hist.notes.append(f"step {step}: {text}")
-        warnings.warn(text, stacklevel=3)
-        _emit(callbacks, "on_message", {"step": step, "text": text})
-
-    def forward_backward(micro: list[dict], n_loss_tokens: int) -> torch.Tensor:
-        """Forward + backward every (part of a) micro-batch; return the summed loss of the step."""
-        step_loss = torch.zeros((), device=device)
-        parts = [{k: v.to(device, non_blocking=True) for k, v in p.items()}
-                 for b in micro for p in _split(distributed.shard(b, ranks), split)]
-        for i, b in enumerate(parts):
-            sync = i == len(parts) - 1 or ranks.world == 1 or cfg.distributed == "fsdp"
-            with nullcontext() if sync else net.no_sync():  # DDP: all-reduce once a step
-                with _autocast(device):
-                    loss_sum, _ = objective(net, b)
-                # DDP averages gradients over ranks: x world, so the update is the one-process update
-                (loss_sum * ranks.world / max(1, n_loss_tokens)).backward()
-            step_loss += loss_sum.detach().float()
-        return step_loss
-
+    loop = _Loop(model, cfg, objective, val_data, callbacks, checkpoint_dir)  # device, optimizer, schedule
+    start = loop.start(data, resume)
     step = start
     for step in range(start + 1, cfg.max_steps + 1):
+        if loop.wait_or_stop(pause, stop):
+            loop.hist.stopped, step = True, step - 1
+            break
+        micro = [next(loop.stream) for _ in range(cfg.grad_accum)]
+        step_loss, n_units = loop.forward_backward(step, micro)  # an out-of-memory error halves the micro-batch
+        if not loop.update(step, step_loss):  # a non-finite loss or gradient: stopped, or the step skipped
+            continue
+        loop.account(micro, step_loss, n_units)
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            loop.log(step)
+        if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.max_steps:
+            loop.validate(step)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != cfg.max_steps:
+            loop.save(step)
+    return loop.finish(step)
+
+
+class _Loop:
+    """The state of one `train()` run, and each part of a step as a method."""
+
+    def __init__(self, model, cfg: TrainConfig, objective: Callable, val_data, callbacks: Sequence, checkpoint_dir):
+        self.ranks, self.device = distributed.setup(pick_device(cfg.device), cfg.batch_size)
+        if self.ranks.world > 1 and cfg.distributed == "fsdp" and checkpoint_dir is not None:
+            raise ValueError("checkpoints are not written under FSDP (sharded weights): drop checkpoint_dir "
+                             "or use TrainConfig(distributed='ddp')")
+        distributed.device_settings(self.device, cfg.cpu_threads, cfg.tf32)
+        model.to(self.device).train()
+        if cfg.gradient_checkpointing:
+            model.activation_checkpointing_enable({"use_reentrant": False})  # transformers 5 name
+        if cfg.compile:
+            model.compile()  # in place: parameter names (and checkpoints) stay the same
+        self.model, self.cfg, self.objective, self.val_data, self.checkpoint_dir = (model, cfg, objective, val_data,
+                                                                                    checkpoint_dir)
+        self.net = distributed.wrap(model, self.ranks, self.device, cfg.distributed)  # `model` with one process
+        self.callbacks = callbacks if self.ranks.main else ()
+        self.opt = make_optimizer(model, cfg, self.device)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
+        self.hist, self.t0 = History(), time.perf_counter()
+        zeros = lambda **kw: torch.zeros((), device=self.device, **kw)  # noqa: E731
+        self.running_loss, self.running_n = zeros(), zeros()  # summed between two log steps
+        self.broken = zeros(dtype=torch.bool)  # a non-finite step not yet reported (CUDA)
+        self.split = 1  # parts each micro-batch is cut into after an out-of-memory error
+        self.check_each_step = self.device.type == "cpu" or cfg.nonfinite == "skip"  # on CUDA a check is a sync
+        self.stream, self.count = iter(()), None
+
+    def start(self, data, resume: bool) -> int:
+        """Resume from the newest complete checkpoint (when asked), start the batch stream; return the step."""
+        cfg, start = self.cfg, 0
+        last = checkpoint.latest(self.checkpoint_dir) if resume and self.checkpoint_dir is not None else None
+        if last is not None:
+            meta = checkpoint.load(last, self.model, self.opt, self.sched)
+            start, self.hist = meta["step"], History(**meta["history"])
+            if self.ranks.main:  # the saved running sums are global: one rank holds them
+                self.running_loss.fill_(meta["running"][0])
+                self.running_n.fill_(meta["running"][1])
+            self.t0 -= self.hist.seconds
+            emit(self.callbacks, "on_message", {"step": start, "text": f"resuming from step {start} ({last})",
+                                                "info": True})
+        elif resume:
+            where = f"no complete checkpoint in {self.checkpoint_dir}" if self.checkpoint_dir else "no checkpoint_dir"
+            emit(self.callbacks, "on_message", {"step": 0, "text": f"nothing to resume, starting fresh ({where})",
+                                                "info": True})
+        self.stream = batches(data, cfg.batch_size, cfg.seed, skip=start * cfg.grad_accum)
+        self.count = getattr(data, "count", None) or (lambda b: int((b["labels"] != IGNORE).sum()))  # loss units
+        return start
+
+    def wait_or_stop(self, pause: threading.Event | None, stop: threading.Event | None) -> bool:
+        """Wait while paused (time paused is not training time, nor in the ETA); True when asked to stop."""
         if pause is not None and pause.is_set():
             waited = time.perf_counter()
             while pause.is_set() and not (stop is not None and stop.is_set()):
                 time.sleep(0.05)
-            t0 += time.perf_counter() - waited  # time spent paused is not training time (nor in the ETA)
-        if stop is not None and stop.is_set():
-            hist.stopped, step = True, step - 1
-            break
-        micro = [next(stream) for _ in range(cfg.grad_accum)]
-        n_loss_tokens = sum(count(b) for b in micro)  # on CPU tensors: no GPU sync
+            self.t0 += time.perf_counter() - waited
+        return stop is not None and stop.is_set()
+
+    def forward_backward(self, step: int, micro: list[dict]) -> tuple[torch.Tensor, int]:
+        """Forward + backward every micro-batch; (the step's summed loss, its loss units). Out of memory: the
+        micro-batch is halved and the step tried again (same effective batch)."""
+        n_units = sum(self.count(b) for b in micro)  # on CPU tensors: no GPU sync
         while True:
             try:
-                step_loss = forward_backward(micro, n_loss_tokens)
-                break
+                return self._forward_backward(micro, n_units), n_units
             except torch.OutOfMemoryError:
-                opt.zero_grad(set_to_none=True)
-                if ranks.world > 1 or split >= cfg.batch_size:
+                if not self._halve_micro_batch(step):
                     raise
-                split *= 2
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                note(step, f"out of memory: micro-batch halved to {math.ceil(cfg.batch_size / split)} rows and "
-                           f"accumulation doubled to {cfg.grad_accum * split} (same effective batch); "
-                           f"set TrainConfig(batch_size={max(1, cfg.batch_size // split)}, "
-                           f"grad_accum={cfg.grad_accum * split}) to start there next time")
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+
+    def _forward_backward(self, micro: list[dict], n_units: int) -> torch.Tensor:
+        ranks, device = self.ranks, self.device
+        step_loss = torch.zeros((), device=device)
+        parts = [{k: v.to(device, non_blocking=True) for k, v in p.items()}
+                 for b in micro for p in _split(distributed.shard(b, ranks), self.split)]
+        for i, b in enumerate(parts):
+            sync = i == len(parts) - 1 or ranks.world == 1 or self.cfg.distributed == "fsdp"
+            with nullcontext() if sync else self.net.no_sync():  # DDP: all-reduce once a step
+                with autocast(device):
+                    loss_sum, _ = self.objective(self.net, b)
+                # DDP averages gradients over ranks: x world, so the update is the one-process update
+                (loss_sum * ranks.world / max(1, n_units)).backward()
+            step_loss += loss_sum.detach().float()
+        return step_loss
+
+    def _halve_micro_batch(self, step: int) -> bool:
+        """After an out-of-memory error: cut each micro-batch in twice as many parts; False when it cannot."""
+        cfg = self.cfg
+        self.opt.zero_grad(set_to_none=True)
+        if self.ranks.world > 1 or self.split >= cfg.batch_size:
+            return False
+        self.split *= 2
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.note(step, f"out of memory: micro-batch halved to {math.ceil(cfg.batch_size / self.split)} rows and "
+                        f"accumulation doubled to {cfg.grad_accum * self.split} (same effective batch); set "
+                        f"TrainConfig(batch_size={max(1, cfg.batch_size // self.split)}, "
+                        f"grad_accum={cfg.grad_accum * self.split}) to start there next time")
+        return True
+
+    def update(self, step: int, step_loss: torch.Tensor) -> bool:
+        """Clip the gradient, step the optimizer and the schedule; False for a non-finite step that was skipped
+        (`nonfinite="skip"`; with "stop" it raises NonFiniteError)."""
+        cfg = self.cfg
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else
+                                               math.inf)
         gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm  # FSDP: a sharded norm
         finite = torch.isfinite(step_loss) & torch.isfinite(gnorm)
-        if check_each_step and not finite.item():
+        if self.check_each_step and not finite.item():
             if cfg.nonfinite == "stop":
-                raise NonFiniteError(_nonfinite_message(step, checkpoint_dir))
-            hist.skipped += 1
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            note(step, f"non-finite loss or gradient: step skipped ({hist.skipped} so far)")
-            continue
-        broken |= ~finite
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        running_loss += step_loss
-        running_n += n_loss_tokens / ranks.world  # summed over the ranks at log time
-        hist.tokens += sum(b["input_ids"].numel() if "input_ids" in b else count(b) for b in micro)  # rows: units
+                raise NonFiniteError(_nonfinite_message(step, self.checkpoint_dir))
+            self.hist.skipped += 1
+            self.opt.zero_grad(set_to_none=True)
+            self.sched.step()
+            self.note(step, f"non-finite loss or gradient: step skipped ({self.hist.skipped} so far)")
+            return False
+        self.broken |= ~finite
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        return True
 
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            distributed.all_sum(running_loss, running_n)
-            if broken.item():  # the one host sync per log interval, with the loss read-out
-                raise NonFiniteError(_nonfinite_message(step, checkpoint_dir))
-            loss = (running_loss / running_n.clamp(min=1)).item()
-            running_loss.zero_()
-            running_n.zero_()
-            elapsed = time.perf_counter() - t0
-            hist.steps.append(step)
-            hist.losses.append(loss)
-            hist.lrs.append(sched.get_last_lr()[0])
-            extra = objective.log_metrics() if hasattr(objective, "log_metrics") else {}
-            if extra:
-                hist.metrics.append({"step": step, **extra})
-            _emit(callbacks, "on_step", {"step": step, "max_steps": cfg.max_steps, "loss": loss,
+    def account(self, micro: list[dict], step_loss: torch.Tensor, n_units: int) -> None:
+        """Add the step to the running loss and the token count."""
+        self.running_loss += step_loss
+        self.running_n += n_units / self.ranks.world  # summed over the ranks at log time
+        self.hist.tokens += sum(b["input_ids"].numel() if "input_ids" in b else self.count(b) for b in micro)
+
+    def log(self, step: int) -> None:
+        """Read the mean loss since the last log step (the one host sync of the interval) and tell the callbacks."""
+        distributed.all_sum(self.running_loss, self.running_n)
+        if self.broken.item():
+            raise NonFiniteError(_nonfinite_message(step, self.checkpoint_dir))
+        loss = (self.running_loss / self.running_n.clamp(min=1)).item()
+        self.running_loss.zero_()
+        self.running_n.zero_()
+        hist, elapsed = self.hist, time.perf_counter() - self.t0
+        hist.steps.append(step)
+        hist.losses.append(loss)
+        hist.lrs.append(self.sched.get_last_lr()[0])
+        extra = self.objective.log_metrics() if hasattr(self.objective, "log_metrics") else {}
+        if extra:
+            hist.metrics.append({"step": step, **extra})
+        emit(self.callbacks, "on_step", {"step": step, "max_steps": self.cfg.max_steps, "loss": loss,
                                          "lr": hist.lrs[-1], "tokens": hist.tokens, "elapsed": elapsed,
-                                         "tokens_per_s": hist.tokens / max(elapsed, 1e-9),
-                                         "skipped": hist.skipped, **extra})
-        if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.max_steps:
-            validate_now(step)
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != cfg.max_steps:
-            save_now(step)
+                                         "tokens_per_s": hist.tokens / max(elapsed, 1e-9), "skipped": hist.skipped,
+                                         **extra})
 
-    if step > 0 and (not hist.val_steps or hist.val_steps[-1] != step):
-        validate_now(step)
-    save_now(step)
-    distributed.barrier()  # every rank leaves together: no collective is left in flight behind one of them
-    hist.seconds = time.perf_counter() - t0
-    model.eval()
-    _emit(callbacks, "on_end", hist)
-    return hist
+    def validate(self, step: int) -> None:
+        if self.val_data is not None:
+            self.hist.val_steps.append(step)
+            self.hist.val_losses.append(evaluate_loss(self.model, self.val_data, self.cfg, self.objective))
+            emit(self.callbacks, "on_eval", {"step": step, "val_loss": self.hist.val_losses[-1]})
+
+    def save(self, step: int) -> None:
+        """A checkpoint (when there is a checkpoint_dir), refused if a non-finite step is pending."""
+        if self.checkpoint_dir is None:
+            return
+        if self.broken.item():
+            raise NonFiniteError(_nonfinite_message(step, self.checkpoint_dir))
+        self.hist.seconds = time.perf_counter() - self.t0
+        running = torch.stack([self.running_loss, self.running_n])
+        distributed.all_sum(running)
+        if self.ranks.main:
+            path = checkpoint.save(checkpoint.step_folder(self.checkpoint_dir, step), self.model, self.opt,
+                                   self.sched, {"step": step, "history": self.hist.to_dict(),
+                                                "running": running.tolist()})
+            checkpoint.prune(self.checkpoint_dir, keep=2)
+            emit(self.callbacks, "on_checkpoint", {"step": step, "path": str(path)})
+        distributed.barrier()
+
+    def note(self, step: int, text: str) -> None:
+        """What a guard did: kept in the History, warned, told to the callbacks."""
+        self.hist.notes.append(f"step {step}: {text}")
+        warnings.warn(text, stacklevel=4)
+        emit(self.callbacks, "on_message", {"step": step, "text": text})
+
+    def finish(self, step: int) -> History:
+        """The last validation and checkpoint, then the History."""
+        if step > 0 and (not self.hist.val_steps or self.hist.val_steps[-1] != step):
+            self.validate(step)
+        self.save(step)
+        distributed.barrier()  # every rank leaves together: no collective is left in flight behind one of them
+        self.hist.seconds = time.perf_counter() - self.t0
+        self.model.eval()
+        emit(self.callbacks, "on_end", self.hist)
+        return self.hist
 
 
 def _split(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import torch
 
-from ..engine.train import IGNORE, causal_lm_loss
+from ..engine.losses import IGNORE, causal_lm_loss
 from .checking import Case, CheckResult, close, first_error, run_check
 
 

@@ -22,7 +22,7 @@ import functools
 import torch
 
 from ..engine.chat import check_example, render
-from ..engine.train import IGNORE, causal_lm_loss
+from ..engine.losses import IGNORE, causal_lm_loss
 from .checking import Case, CheckResult, close, run_check, same
 from .nb01 import FixedLogits
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ..engine.train import IGNORE, causal_lm_loss
+from ..engine.losses import IGNORE, causal_lm_loss
 from .checking import Case, CheckResult, close, first_error, run_check
 from .nb01 import TinyLM
 

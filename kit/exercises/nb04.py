@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..engine.train import IGNORE
+from ..engine.losses import IGNORE
 from .checking import Case, CheckResult, close, first_error, run_check
 from .nb01 import FixedLogits
 

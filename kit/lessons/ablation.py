@@ -21,10 +21,10 @@ from __future__ import annotations
 from ..engine.cache import is_complete
 from .artifacts import sft_entry, sft_model
 from .profiles import Profile, get_profile
+from .results import SFT
 from .sft import compare_runs
 
-KEYS = ("heldout_qa_strict", "heldout_qa_strict_ci", "heldout_qa_accuracy", "format_rate", "base_heldout_qa_strict",
-        "cloze_after_heldout_countries")
+KEYS = SFT.names("ablation")
 
 
 def ablation_cached(profile: Profile | str | None = None) -> bool:

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.config import TrainConfig
+from ..engine.losses import eval_mode
 from ..engine.tokenizer import document_start
-from ..engine.train import History, eval_mode, train
+from ..engine.train import History, train
 from ..world.safety import GuardScores
 from .profiles import GuardConfig
 

@@ -27,13 +27,9 @@ from ..engine.generate import chat_replies
 from ..world.corpus import ANSWERS, CHAT_QUESTIONS, QAItem, country_splits, load_world, qa_items, split_items
 from ..world.probes import strict_correct
 from .profiles import Profile
+from .results import SFT, TEST_QA
 
-RESULT_KEYS = ("heldout_qa_strict", "heldout_qa_strict_ci", "heldout_qa_accuracy", "heldout_qa_strict_by_fact",
-               "heldout_qa_by_fact", "heldout_qa_strict_rows", "heldout_qa_countries", "base_heldout_qa_strict",
-               "majority_baseline_strict", "format_rate", "cloze_after_heldout_countries",
-               "cloze_after_train_countries",
-               "ppl_after", "train_loss", "train_chat_loss", "train_replay_loss", "val_loss", "steps", "epochs_done",
-               "train_seconds", "stopped", "heldout_split")
+RESULT_KEYS = SFT.names("sweep")  # what a sweep run records (`kit.lessons.results`)
 
 
 class TestSplitError(KitError, ValueError):
@@ -57,7 +53,7 @@ def sft_run_fn(profile: Profile, save_model: bool = True, base=None,
         prof = profile.with_sft(**sft_changes(profile, params))
         result = finetune_recipe(prof, base or base_model(profile), examples=examples, callbacks=[], stop=run.stop,
                                  run=run, out_dir=run.folder if save_model else None, measure=measure)
-        return {k: result.info[k] for k in RESULT_KEYS if k in result.info}
+        return SFT.flat(result.figures, "sweep")
 
     def describe(params: dict) -> dict:
         import dataclasses
@@ -111,7 +107,7 @@ def feedback_round(model, tok, pairs: list[dict], profile: Profile, name: str = 
 
     items = split_items(EVAL_SPLIT)
     res = parent.get("results", {}) if isinstance(parent, dict) else {}
-    before = res if "heldout_qa_strict_rows" in res else qa_figures(qa_eval(model, tok, items))
+    before = res if SFT.name("qa.rows") in res else qa_figures(qa_eval(model, tok, items))
     parent_name = parent.get("name") if isinstance(parent, dict) else parent
     with Run(name, config={"profile": profile.name, **dataclasses.asdict(profile.feedback)}, datasets={"pairs": pairs},
              root=root, parent=parent_name) as run:
@@ -120,8 +116,8 @@ def feedback_round(model, tok, pairs: list[dict], profile: Profile, name: str = 
         policy = merge_lora(policy)
         qa = qa_eval(policy, tok, items)
         results = {**qa_figures(qa), "pairs": len(pairs), "heldout_split": EVAL_SPLIT,
-                   "heldout_qa_strict_before": before["heldout_qa_strict"],
-                   "heldout_qa_accuracy_before": before["heldout_qa_accuracy"]}
+                   f"{SFT.name('qa.strict')}_before": SFT.read(before, "qa.strict"),
+                   f"{SFT.name('qa.lenient')}_before": SFT.read(before, "qa.lenient")}
         change = compare_runs(before, results)
         results.update(change_ci=list(change["ci"]), change_mcnemar_p=change["mcnemar_p"])
         run.log_results(results)
@@ -129,10 +125,10 @@ def feedback_round(model, tok, pairs: list[dict], profile: Profile, name: str = 
     return policy, results
 
 
-def best_run(runs: list[dict], key: str = "heldout_qa_strict") -> dict:
+def best_run(runs: list[dict], key: str = SFT.name("qa.strict")) -> dict:
     """The finished run with the highest `key` (ties: the earlier one), a dev figure: a test figure is refused."""
     if key.startswith("test"):
-        raise TestSplitError(f"best_run() chooses by {key!r}, a test figure: choose on dev (heldout_qa_strict), "
+        raise TestSplitError(f"best_run() chooses by {key!r}, a test figure: choose on dev ({SFT.name('qa.strict')}), "
                              "and measure the chosen run on test once, at the end")
     done = [r for r in runs if r.get("status") == "finished" and r["results"].get(key) is not None]
     if not done:
@@ -281,11 +277,11 @@ def report_on_test(models: dict, tok, reference: str | None = None) -> dict:
     Returns {"rows": {name: figures}, "changes": {name: paired bootstrap vs reference}, "majority_baseline_strict"}.
     """
     from ..world.probes import majority_baseline, qa_eval
-    from .sft import compare_runs, qa_figures
+    from .sft import compare_runs, qa_score
 
     items = split_items("test")
-    rows = {name: qa_figures(qa_eval(model, tok, items), prefix="test_qa") for name, model in models.items()}
-    changes = {name: compare_runs(rows[reference], r, prefix="test_qa") for name, r in rows.items()
+    rows = {name: TEST_QA.flat({"qa": qa_score(qa_eval(model, tok, items))}) for name, model in models.items()}
+    changes = {name: compare_runs(rows[reference], r, TEST_QA) for name, r in rows.items()
                if reference is not None and name != reference}
     return {"rows": rows, "changes": changes, "majority_baseline_strict": majority_baseline(items)["accuracy"],
             "questions": len(items)}

@@ -14,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..engine.results import Contract
 from ..engine.runs import Run, auto_name
 from ..engine.sft import FinetuneResult, finetune
 from ..engine.stats import bootstrap_ci, mcnemar, paired_bootstrap
@@ -24,8 +26,8 @@ from ..engine.train import TokenRows
 from ..world.corpus import build_corpus, chat_splits, country_splits, load_world, mentioned_countries, split_items
 from ..world.probes import cloze_on, fact_cloze, majority_baseline, qa_eval
 from .profiles import Profile
+from .results import SFT, BeforeAfter, Countries, QAScore, RecipeFigures
 
-SFTResult = FinetuneResult  # the recipe's result is the engine's
 EVAL_SPLIT = "dev"  # every figure the notebooks choose by; "test" is measured once, at the end of notebook 05
 SAVED_BY_NOTEBOOK_02 = ("curated.jsonl", "train.jsonl")  # in the order they are preferred
 
@@ -72,13 +74,14 @@ def course_examples(profile: Profile, folder: str | Path = "data") -> tuple[list
 
 
 def retained_knowledge(model, tok, val_rows: TokenRows, world) -> dict:
-    """What pre-training taught, measured: perplexity on its validation text and the capital cloze, for every
-    country and apart for the fine-tuned ("train") and never fine-tuned ("heldout": the dev) countries."""
+    """What pre-training taught, measured: {"ppl": perplexity on its validation text, "cloze": the capital cloze
+    ({"all", "train", "heldout"}: every country, and apart the fine-tuned and the never fine-tuned (dev) ones)}."""
     from ..engine.metrics import perplexity
 
     cloze, splits = fact_cloze(model, tok, world), country_splits(world)
-    return {"ppl": perplexity(model, val_rows, max_rows=64)["perplexity"], "cloze": cloze["accuracy"],
-            "cloze_train": cloze_on(cloze, splits["train"]), "cloze_heldout": cloze_on(cloze, splits[EVAL_SPLIT])}
+    by_group = {"all": cloze["accuracy"], "train": cloze_on(cloze, splits["train"]),
+                "heldout": cloze_on(cloze, splits[EVAL_SPLIT])}  # JSON-ready: the engine records it as it is
+    return {"ppl": perplexity(model, val_rows, max_rows=64)["perplexity"], "cloze": by_group}
 
 
 def course_evaluator(profile: Profile, tok, world=None):
@@ -116,14 +119,17 @@ def base_qa(base, split: str = EVAL_SPLIT) -> dict:
     return qa
 
 
-def qa_figures(qa: dict, prefix: str = "heldout_qa") -> dict:
-    """A `qa_eval` result as flat, JSON-ready figures: strict (the headline) with its 95% interval (questions
-    resampled by country), lenient, per fact type, and the per-question rows for paired comparisons."""
-    ci = bootstrap_ci(qa["strict_rows"], qa["countries"])["ci"]
-    return {f"{prefix}_strict": qa["strict"], f"{prefix}_strict_ci": list(ci), f"{prefix}_accuracy": qa["accuracy"],
-            f"{prefix}_strict_by_fact": qa["strict_by_fact"], f"{prefix}_by_fact": qa["by_fact"],
-            f"{prefix}_strict_rows": qa["strict_rows"], f"{prefix}_countries": qa["countries"],
-            "format_rate": qa["format_rate"]}
+def qa_score(qa: dict) -> QAScore:
+    """A `qa_eval` result as a typed `QAScore`: strict (the headline) with its 95% interval (questions resampled by
+    country), lenient, per fact type, and the per-question rows for paired comparisons."""
+    return QAScore(strict=qa["strict"], ci=list(bootstrap_ci(qa["strict_rows"], qa["countries"])["ci"]),
+                   lenient=qa["accuracy"], strict_by_fact=qa["strict_by_fact"], by_fact=qa["by_fact"],
+                   rows=qa["strict_rows"], countries=qa["countries"], format_rate=qa["format_rate"])
+
+
+def qa_figures(qa: dict) -> dict:
+    """A `qa_eval` result as the flat, JSON-ready keys of a fine-tuning's held-out QA (`results.SFT`)."""
+    return SFT.flat({"qa": qa_score(qa)})
 
 
 def finetune_recipe(profile: Profile, base, *, lora: bool | None = None, examples: list[dict] | None = None,
@@ -178,28 +184,23 @@ def _recipe(profile, cfg, base, examples, callbacks, stop, pause, out_dir, measu
     result = finetune(model, tok, train_examples, splits["eval"], cfg, replay_docs=replay, evaluators=evaluators,
                       generate=False, callbacks=callbacks, stop=stop, pause=pause, out_dir=None, run=run,
                       measure=measure, device=profile.pretrain.device)
-    info = result.info
-    info.update(profile=profile.name, replay=cfg.replay, seed=cfg.seed, heldout_split=EVAL_SPLIT,
-                parent=run.info.get("parent"))
-    before, after = info.pop("course_before", None), info.pop("course_after", None)
+    before, after = result.info.pop("course_before", None), result.info.pop("course_after", None)
+    fig = RecipeFigures(profile.name, cfg.seed, cfg.replay, EVAL_SPLIT, run.info.get("parent"), result.info)
     if after is not None:
-        qa, base_figures = after["qa"], base_qa(base)
-        info.update(qa_figures(qa))
-        info.update(base_heldout_qa_strict=base_figures["strict"], base_heldout_qa_accuracy=base_figures["accuracy"],
-                    base_heldout_qa_strict_rows=base_figures["strict_rows"],
-                    majority_baseline_strict=majority_baseline(split_items(EVAL_SPLIT, world), world)["accuracy"],
-                    qa_examples=qa["rows"][:12], ppl_before=before["ppl"], ppl_after=after["ppl"],
-                    cloze_before=before["cloze"], cloze_after=after["cloze"],
-                    cloze_before_train_countries=before["cloze_train"],
-                    cloze_after_train_countries=after["cloze_train"],
-                    cloze_before_heldout_countries=before["cloze_heldout"],
-                    cloze_after_heldout_countries=after["cloze_heldout"])
-        run.log_results({k: v for k, v in info.items() if k not in ("history", "config", "qa_examples")})
-        run.log_samples(info["qa_examples"])
+        fig.qa, fig.base = qa_score(after["qa"]), qa_score(base_qa(base))
+        fig.majority_strict = majority_baseline(split_items(EVAL_SPLIT, world), world)["accuracy"]
+        fig.ppl = BeforeAfter(before["ppl"], after["ppl"])
+        fig.cloze = BeforeAfter(Countries(**before["cloze"]), Countries(**after["cloze"]))
+        fig.examples = after["qa"]["rows"][:12]
+    result.figures = fig
+    result.info.update(SFT.flat(fig))
+    if after is not None:
+        run.log_results({k: v for k, v in result.info.items() if k not in ("history", "config", SFT.name("examples"))})
+        run.log_samples(fig.examples)
     if out_dir is not None:
         from ..engine.sft import save
 
-        result.path = save(result.model, tok, Path(out_dir) / "model", info)
+        result.path = save(result.model, tok, Path(out_dir) / "model", result.info)
         run.info["checkpoint"] = str(result.path)
         run.log()
     return result
@@ -226,28 +227,28 @@ def seeds_run(profile: Profile, base, seeds: Sequence[int] = (0, 1, 2), *, lora:
     for seed in seeds:
         if seed not in done:
             done[seed] = finetune_recipe(profile.with_sft(seed=seed, lora=lora), base, examples=examples)
-    strict = [done[s].info["heldout_qa_strict"] for s in seeds]
+    strict = [SFT.read(done[s].info, "qa.strict") for s in seeds]
     return {"results": {s: done[s] for s in seeds}, "strict": strict, "mean": statistics.mean(strict),
             "sd": statistics.stdev(strict) if len(strict) > 1 else 0.0, "min": min(strict), "max": max(strict)}
 
 
-def compare_runs(a: FinetuneResult | dict, b: FinetuneResult | dict, prefix: str = "heldout_qa") -> dict:
+def compare_runs(a: FinetuneResult | dict, b: FinetuneResult | dict, contract: Contract = SFT) -> dict:
     """Paired bootstrap (by country) and McNemar test of b's strict QA rows against a's (the same questions).
 
-    `a` or `b` may also be a dict with `<prefix>_strict_rows` and `<prefix>_countries` (e.g. a run's results).
+    `a` or `b` may also be flat results of `contract` (e.g. a run's recorded results, or a final test's).
     """
     ia, ib = (x.info if isinstance(x, FinetuneResult) else x for x in (a, b))
-    ra, rb = ia[f"{prefix}_strict_rows"], ib[f"{prefix}_strict_rows"]
-    out = paired_bootstrap(ra, rb, ib[f"{prefix}_countries"])
+    ra, rb = contract.read(ia, "qa.rows"), contract.read(ib, "qa.rows")
+    out = paired_bootstrap(ra, rb, contract.read(ib, "qa.countries"))
     out["mcnemar_p"] = mcnemar(ra, rb)["p_value"]
     return out
 
 
 def versus_base(result: FinetuneResult) -> dict:
     """`compare_runs` of the base model (a) against the fine-tuned model (b) on the same questions."""
-    info = result.info
-    return compare_runs({"heldout_qa_strict_rows": info["base_heldout_qa_strict_rows"],
-                         "heldout_qa_countries": info["heldout_qa_countries"]}, result)
+    base = {SFT.name("qa.rows"): SFT.read(result.info, "base.rows"),
+            SFT.name("qa.countries"): SFT.read(result.info, "qa.countries")}
+    return compare_runs(base, result)
 
 
 class EpochProbe:
@@ -281,14 +282,35 @@ class EpochProbe:
         self.measure(self.model, self.tok)
 
 
+@dataclass
+class EpochCurve:
+    """`accuracy_by_epoch`'s curves, one value per epoch (epoch 0 = the base model)."""
+
+    epochs: list[float]
+    strict: list[float]          # dev QA, strict
+    lenient: list[float]         # dev QA, lenient
+    cloze_heldout: list[float]   # the capital cloze of the never fine-tuned (dev) countries
+    ppl: list[float]             # perplexity on pre-training text
+
+    def curves(self) -> dict[str, list[float]]:
+        """The accuracy curves by name, for `kit.widgets.curves_figure`."""
+        return {"dev QA (strict)": self.strict, "dev QA (lenient)": self.lenient,
+                "fact probe, dev countries": self.cloze_heldout}
+
+    def table(self) -> str:
+        """One row per epoch, rates with 3 decimals."""
+        head = f"{'epoch':>6}{'strict':>9}{'lenient':>9}{'fact probe':>12}{'perplexity':>12}"
+        ppl = self.ppl or [None] * len(self.epochs)
+        rows = [f"{e:>6.2f}{s:>9.3f}{le:>9.3f}{c:>12.3f}" + (f"{p:>12.3f}" if p is not None else f"{'-':>12}")
+                for e, s, le, c, p in zip(self.epochs, self.strict, self.lenient, self.cloze_heldout, ppl)]
+        return "\n".join([head, *rows])
+
+
 def accuracy_by_epoch(profile: Profile, epochs: float, base, *, lora: bool = False, n_items: int | None = None,
-                      examples: list[dict] | None = None) -> dict:
+                      examples: list[dict] | None = None) -> EpochCurve:
     """Fine-tune for `epochs` and probe after every epoch on the dev questions: does longer training keep helping?
 
     `examples`: the training examples (default: the generated ones, as in `finetune_recipe`).
-
-    Returns {"epochs": [...], "heldout_qa_strict": [...], "heldout_qa_accuracy": [...] (lenient),
-    "cloze_heldout_countries": [...], "ppl": [...] (perplexity on pre-training text)} (epoch 0 = the base model).
     """
     world = load_world()
     items = split_items(EVAL_SPLIT, world)[:n_items]
@@ -298,16 +320,10 @@ def accuracy_by_epoch(profile: Profile, epochs: float, base, *, lora: bool = Fal
     probe = EpochProbe(items, world, epochs, val)
     probe.measure(base.fresh_model(), base.tokenizer)
     finetune_recipe(cfg, base, callbacks=[probe], measure=False, examples=examples)
-    return {"epochs": [0.0, *probe.epochs], "heldout_qa_strict": probe.strict, "heldout_qa_accuracy": probe.lenient,
-            "cloze_heldout_countries": probe.cloze, "ppl": probe.ppl}
+    return EpochCurve([0.0, *probe.epochs], probe.strict, probe.lenient, probe.cloze, probe.ppl)
 
 
-TABLE_KEYS = ("heldout_qa_strict", "heldout_qa_strict_ci", "heldout_qa_accuracy", "base_heldout_qa_strict",
-              "majority_baseline_strict", "format_rate", "cloze_before_heldout_countries",
-              "cloze_after_heldout_countries", "cloze_before_train_countries", "cloze_after_train_countries",
-              "ppl_before", "ppl_after", "train_chat_loss", "train_replay_loss", "val_loss",
-              "steps", "planned_steps", "epochs", "epochs_done", "replay", "replay_docs", "lr", "seed",
-              "trainable_params", "train_seconds")
+TABLE_KEYS = SFT.names("table")
 
 
 def results_table(runs: dict[str, FinetuneResult], keys: Sequence[str] = TABLE_KEYS) -> str:

@@ -174,7 +174,7 @@ def bias_gap(model, tok, pairs: list[tuple[str, str, str]] | None = None) -> dic
     Example:
         >>> bias_gap(model, tok, [("Amara is a doctor.", "Bruno is a doctor.", "name")])   # doctest: +SKIP
     """
-    from ..engine.train import eval_mode
+    from ..engine.losses import eval_mode
 
     pairs = pairs if pairs is not None else bias_pairs()
     device = next(model.parameters()).device

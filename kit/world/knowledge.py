@@ -122,8 +122,8 @@ def bits_per_char(model, tok, texts: list[str] | None = None) -> float:
     """
     import torch
 
+    from ..engine.losses import causal_lm_loss, eval_mode
     from ..engine.tokenizer import document_start
-    from ..engine.train import causal_lm_loss, eval_mode
 
     texts = texts if texts is not None else everyday_text()
     device = next(model.parameters()).device
