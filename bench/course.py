@@ -96,9 +96,9 @@ def build_artefacts(profile: str, rebuild: bool = False) -> dict[str, Path]:
 
     from transformers.utils import logging as hf_logging
 
+    from kit.engine.callbacks import ProgressBar
     from kit.engine.models import load
     from kit.engine.packaged import PACKAGED, entry
-    from kit.engine.train import ProgressBar
     from kit.lessons.artifacts import base_model
     from kit.lessons.profiles import get_profile
 

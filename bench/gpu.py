@@ -80,7 +80,7 @@ def main() -> None:
     from kit.engine.packing import PackedChat
     from kit.lessons.artifacts import tokenizer_for
     from kit.lessons.profiles import get_profile
-    from kit.world.corpus import chat_splits
+    from kit.world.chats import chat_splits
 
     profile = get_profile("smoke" if args.smoke else "gpu")
     if args.smoke:

@@ -41,7 +41,8 @@ def workload(profile_name: str, steps: int, per_step: int, model_name: str | Non
     from kit.engine.models import add_lora, create, load
     from kit.lessons.artifacts import tokenizer_for
     from kit.lessons.profiles import get_profile
-    from kit.world.corpus import DATASETS, chat_splits
+    from kit.world.chats import chat_splits
+    from kit.world.corpus import DATASETS
 
     profile = get_profile(profile_name)
     need = steps * per_step

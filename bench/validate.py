@@ -13,7 +13,8 @@ from pathlib import Path
 
 from kit.engine.data import validate_file, write_jsonl
 from kit.lessons.artifacts import tokenizer_for
-from kit.world.corpus import chat_examples, load_world
+from kit.world.chats import chat_examples
+from kit.world.corpus import load_world
 
 
 def main() -> None:

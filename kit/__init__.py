@@ -26,7 +26,7 @@ _WHERE = {
     "load": "engine.models", "count_params": "engine.models", "add_lora": "engine.models",
     "merge_lora": "engine.models", "train_tokenizer": "engine.tokenizer",
     "render": "engine.chat", "load_jsonl": "engine.data", "load_csv": "engine.data",
-    "History": "engine.train", "ProgressBar": "engine.train", "TokenRows": "engine.train",
+    "History": "engine.train", "ProgressBar": "engine.callbacks", "TokenRows": "engine.train",
     "pick_device": "engine.train", "train": "engine.train", "finetune": "engine.sft",
     "evaluate_chat": "engine.evaluation", "complete": "engine.generate", "next_token_probs": "engine.generate",
     "chat": "engine.generate", "perplexity": "engine.metrics",

@@ -30,7 +30,7 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
         raise UsageError("--resume continues an interrupted build and --fresh deletes it: give one of them")
     profile = get_profile(args.profile)
     quiet()
-    from .engine.train import ProgressBar
+    from .engine.callbacks import ProgressBar
     from .lessons.artifacts import base_model
 
     base = base_model(profile, rebuild=args.rebuild, resume=args.resume, fresh=args.fresh,
@@ -60,10 +60,10 @@ def cmd_sft(args: argparse.Namespace) -> dict:
     lora = changes.get("lora", profile.sft.lora)
     profile = profile.with_sft(**changes) if changes else profile
     quiet()
+    from .engine.callbacks import ProgressBar
     from .engine.runs import runs_root
-    from .engine.train import ProgressBar
     from .lessons.artifacts import base_model
-    from .lessons.sft import finetune_recipe
+    from .lessons.recipe import finetune_recipe
 
     t0 = time.perf_counter()
     out_dir = args.out or runs_root() / f"sft-{profile.name}-{'lora' if lora else 'full'}" \
@@ -99,9 +99,9 @@ def cmd_sft_any(args: argparse.Namespace) -> dict:
         train_examples = [{"messages": e["prompt"] + e["chosen"], "_line": e.get("_line")} for e in train_examples]
     eval_examples = read_examples(args.eval, "evaluation data") if args.eval else None
     quiet()
+    from .engine.callbacks import ProgressBar
     from .engine.data import validate
     from .engine.sft import finetune
-    from .engine.train import ProgressBar
 
     model, tok, _ = load_model(name, args.profile)
     limit = getattr(model.config, "max_position_embeddings", None) or cfg.seq_len

@@ -148,12 +148,12 @@ def cmd_eval(args: argparse.Namespace) -> dict:
 
 def cmd_dpo(args: argparse.Namespace) -> dict:
     """`dpo --model M --data PAIRS`: preference tuning (LoRA) on chosen / rejected pairs; saves the merged model."""
+    from .engine.callbacks import ProgressBar
     from .engine.config import DPOConfig
     from .engine.data import validate
     from .engine.dpo import dpo
     from .engine.models import merge_lora
     from .engine.sft import save
-    from .engine.train import ProgressBar
 
     pairs = read_examples(args.data, "preference pairs")
     if any("prompt" not in p for p in pairs):
@@ -224,16 +224,8 @@ def cmd_safety(args: argparse.Namespace) -> dict:
     quiet()
     from .engine.models import load
     from .lessons.results import STAGE
-    from .lessons.safety_run import (
-        FIXES,
-        STAGES,
-        change_table,
-        interval_table,
-        run_safety,
-        stage_change,
-        summary_table,
-        targets_table,
-    )
+    from .lessons.safety_run import FIXES, STAGES, run_safety, stage_change
+    from .lessons.safety_tables import change_table, interval_table, summary_table, targets_table
 
     real = profile.real
     name = args.model or real.model
@@ -254,7 +246,7 @@ def cmd_safety(args: argparse.Namespace) -> dict:
 def cmd_sweep(args: argparse.Namespace) -> dict:
     import dataclasses
 
-    from .engine.runs import grid, parse_grid, random_search
+    from .engine.sweeps import grid, parse_grid, random_search
     from .lessons.profiles import get_profile
 
     profile = get_profile(args.profile)
@@ -269,7 +261,8 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
         raise UsageError(f"--grid: unknown fine-tuning field(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
     points = random_search(spec, args.random, seed=0) if args.random else grid(spec)
     quiet()
-    from .engine.runs import compare_table, sweep
+    from .engine.runs import compare_table
+    from .engine.sweeps import sweep
     from .lessons.iterate import best_run, sft_run_fn
     from .lessons.results import SFT
 

@@ -2,14 +2,13 @@ import csv
 
 import pytest
 
+from kit.world.chats import CHAT_QUESTIONS, chat_splits
 from kit.world.corpus import (
     ANSWERS,
-    CHAT_QUESTIONS,
     COUNTRIES_CSV,
     FACTS,
     CorpusConfig,
     build_corpus,
-    chat_splits,
     cloze_prompts,
     country_splits,
     load_world,

@@ -4,8 +4,9 @@ import json
 
 from kit.engine import data
 from kit.lessons.profiles import get_profile
-from kit.lessons.sft import course_examples
-from kit.world.corpus import chat_splits, load_world, split_countries
+from kit.lessons.recipe import course_examples
+from kit.world.chats import chat_splits
+from kit.world.corpus import load_world, split_countries
 
 
 def chat(q, a):

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from kit.widgets.curation import Curator
-from kit.world.corpus import chat_splits
+from kit.world.chats import chat_splits
 
 
 @pytest.fixture

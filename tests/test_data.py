@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from kit.engine import data
-from kit.world.corpus import DATASETS, chat_splits, load_world, mentioned_countries, split_countries
+from kit.world.chats import chat_splits, mentioned_countries
+from kit.world.corpus import DATASETS, load_world, split_countries
 
 BROKEN = DATASETS / "chat_with_problems.jsonl"
 # (line, severity, fragment): every problem planted in the broken file, at its editor line number
@@ -245,5 +246,7 @@ def test_a_killed_writes_temporary_file_goes_at_the_next_write(tmp_path):
     stale.write_text("half a file")
     busy = tmp_path / f".x.jsonl.tmp-{os.getppid()}"  # a writer still running is left alone
     busy.write_text("being written")
-    data.write_text_atomic(path, "whole\n")
+    from kit.engine.cache import write_text_atomic
+
+    write_text_atomic(path, "whole\n")
     assert not stale.exists() and busy.exists() and path.read_text() == "whole\n"

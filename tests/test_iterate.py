@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from kit.engine import runs
+from kit.engine import runs, sweeps
 from kit.engine.config import ConfigError
 from kit.lessons.iterate import best_run, error_analysis, sft_changes, sft_run_fn, targeted_examples
 from kit.lessons.profiles import PROFILES, CourseSFTConfig
-from kit.world.corpus import QAItem, country_splits, load_world, split_countries, split_items
+from kit.world.chats import QAItem, split_items
+from kit.world.corpus import country_splits, load_world, split_countries
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def test_sweep_fields_map_to_the_fine_tuning_config(sft_profile):
 
 def test_real_sweep_records_finished_and_failed_runs(cache, sft_profile, tmp_path):
     points = [{"lr": -1.0}, {"lr": 3e-3}]  # the first is refused by the config check inside its run
-    out = runs.sweep(points, sft_run_fn(sft_profile), name="s", root=tmp_path, progress=False)
+    out = sweeps.sweep(points, sft_run_fn(sft_profile), name="s", root=tmp_path, progress=False)
     assert [r["status"] for r in out] == ["failed", "finished"]  # the sweep went on after the bad point
     recorded = {r["name"]: r for r in runs.list_runs(tmp_path)}
     ok, bad = recorded["s-lr=0.003"], recorded["s-lr=-1.0"]
@@ -38,14 +39,14 @@ def test_real_sweep_records_finished_and_failed_runs(cache, sft_profile, tmp_pat
     assert [e["event"] for e in runs.metrics(ok)].count("step") >= 1
     assert bad["status"] == "failed" and "lr must be a positive number" in bad["error"]
     assert ok["params"] == {"lr": 3e-3} and bad["params"] == {"lr": -1.0}
-    again = runs.sweep(points[1:], sft_run_fn(sft_profile), name="s", root=tmp_path, progress=False)
+    again = sweeps.sweep(points[1:], sft_run_fn(sft_profile), name="s", root=tmp_path, progress=False)
     assert again[0]["started"] == ok["started"]  # finished: loaded, not trained again
     assert best_run(again)["name"] == "s-lr=0.003"
 
 
 def test_finetune_records_its_own_run_by_default(cache, sft_profile):
     from kit.lessons.artifacts import base_model
-    from kit.lessons.sft import finetune_recipe as finetune
+    from kit.lessons.recipe import finetune_recipe as finetune
 
     finetune(sft_profile, base_model(sft_profile), measure=False)
     (rec,) = runs.list_runs()
@@ -66,7 +67,7 @@ def test_error_analysis_groups_by_fact_continent_and_wording():
 
 
 def test_targeted_examples_never_name_an_evaluation_country(world):
-    from kit.world.corpus import mentioned_countries
+    from kit.world.chats import mentioned_countries
 
     extra = targeted_examples("currency", n_per_country=2)
     halves = split_countries(world)
@@ -125,11 +126,11 @@ def test_error_analysis_uses_the_strict_rule_and_refuses_test_questions(world):
 
 def test_sweep_reruns_when_epochs_change_outside_the_grid(cache, sft_profile, tmp_path):
     points = [{"lr": 3e-3}]
-    first = runs.sweep(points, sft_run_fn(sft_profile, save_model=False), name="e", root=tmp_path, progress=False)
-    same = runs.sweep(points, sft_run_fn(sft_profile, save_model=False), name="e", root=tmp_path, progress=False)
+    first = sweeps.sweep(points, sft_run_fn(sft_profile, save_model=False), name="e", root=tmp_path, progress=False)
+    same = sweeps.sweep(points, sft_run_fn(sft_profile, save_model=False), name="e", root=tmp_path, progress=False)
     assert same[0]["started"] == first[0]["started"]  # nothing changed: loaded
     longer = sft_profile.with_sft(epochs=2)  # not a grid key
-    again = runs.sweep(points, sft_run_fn(longer, save_model=False), name="e", root=tmp_path, progress=False)
+    again = sweeps.sweep(points, sft_run_fn(longer, save_model=False), name="e", root=tmp_path, progress=False)
     assert again[0]["reuse_key"] != first[0]["reuse_key"]
     assert again[0]["config"]["sft.epochs"] == 2 and again[0]["results"]["steps"] > first[0]["results"]["steps"]
     assert again[0]["parent"].startswith("base model ")
@@ -166,7 +167,7 @@ def test_selection_never_sees_a_test_question(cache, sft_profile, tmp_path, monk
     from kit.lessons.artifacts import base_model
 
     base = base_model(sft_profile)
-    swept = runs.sweep([{"lr": 3e-3}, {"lr": 1e-2}], sft_run_fn(sft_profile, base=base), name="s", root=tmp_path,
+    swept = sweeps.sweep([{"lr": 3e-3}, {"lr": 1e-2}], sft_run_fn(sft_profile, base=base), name="s", root=tmp_path,
                        progress=False)
     for r in swept:
         r["results"] = Spied(r["results"])
@@ -208,6 +209,6 @@ def test_targeted_examples_for_a_continent(world):
 
 
 def mentioned_countries_in(examples, world):
-    from kit.world.corpus import mentioned_countries
+    from kit.world.chats import mentioned_countries
 
     return mentioned_countries(examples, list(world), world)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from kit.world.corpus import Country, QAItem, country_splits, load_world, split_countries, split_items
+from kit.world.chats import QAItem, split_items
+from kit.world.corpus import Country, country_splits, load_world, split_countries
 from kit.world.probes import (
     cloze_on,
     contains_fact,

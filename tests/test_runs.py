@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from kit.engine import pairs_csv, runs, sanitize
+from kit.engine import pairs_csv, runs, sanitize, sweeps
 from kit.engine.chat import check_preference
 from kit.engine.config import ModelConfig, TrainConfig
 from kit.engine.models import create
@@ -94,28 +94,28 @@ def test_flat_loss_stops_the_run(tmp_path):
 
 # ----------------------------------------------------------------------------- sweeps
 def test_parse_grid_and_grid():
-    spec = runs.parse_grid("lr=1e-4,3e-4; lora_r=4,16\nlora=true,False;targets=q_proj")
+    spec = sweeps.parse_grid("lr=1e-4,3e-4; lora_r=4,16\nlora=true,False;targets=q_proj")
     assert spec == {"lr": [0.0001, 0.0003], "lora_r": [4, 16], "lora": [True, False], "targets": ["q_proj"]}
     assert type(spec["lora_r"][0]) is int
-    points = runs.grid({"lr": [1e-4, 3e-4], "lora_r": [4, 16]})
+    points = sweeps.grid({"lr": [1e-4, 3e-4], "lora_r": [4, 16]})
     assert points == [{"lr": 1e-4, "lora_r": 4}, {"lr": 1e-4, "lora_r": 16},
                       {"lr": 3e-4, "lora_r": 4}, {"lr": 3e-4, "lora_r": 16}]
-    assert runs.run_name("sweep", points[0]) == "sweep-lr=0.0001-lora_r=4"
-    assert runs.run_name("s", {"t": ["q", "v"], "x": "a/b"}) == "s-t=q+v-x=a_b"
+    assert sweeps.run_name("sweep", points[0]) == "sweep-lr=0.0001-lora_r=4"
+    assert sweeps.run_name("s", {"t": ["q", "v"], "x": "a/b"}) == "s-t=q+v-x=a_b"
     with pytest.raises(ValueError, match="key=value"):
-        runs.parse_grid("lr 1e-4")
+        sweeps.parse_grid("lr 1e-4")
 
 
 def test_random_search_is_seeded_and_distinct():
     spec = {"lr": (1e-4, 1e-3), "lora_r": [4, 8, 16]}
-    a = runs.random_search(spec, 5, seed=1)
-    assert a == runs.random_search(spec, 5, seed=1) != runs.random_search(spec, 5, seed=2)
+    a = sweeps.random_search(spec, 5, seed=1)
+    assert a == sweeps.random_search(spec, 5, seed=1) != sweeps.random_search(spec, 5, seed=2)
     assert len(a) == 5 and all(1e-4 <= p["lr"] <= 1e-3 and p["lora_r"] in (4, 8, 16) for p in a)
-    assert len(runs.random_search({"r": [1, 2]}, 5)) == 2  # only two distinct points exist
+    assert len(sweeps.random_search({"r": [1, 2]}, 5)) == 2  # only two distinct points exist
 
 
 def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
-    points = runs.grid({"lr": [1, 2], "lora_r": [4, 8]})
+    points = sweeps.grid({"lr": [1, 2], "lora_r": [4, 8]})
     calls = []
 
     def run_fn(params, run, kill_at=None):
@@ -126,18 +126,18 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
         return {"score": params["lr"] * params["lora_r"]}
 
     with pytest.raises(KeyboardInterrupt):
-        runs.sweep(points, lambda p, r: run_fn(p, r, kill_at=3), root=tmp_path, progress=False)
+        sweeps.sweep(points, lambda p, r: run_fn(p, r, kill_at=3), root=tmp_path, progress=False)
     status = {r["name"]: r["status"] for r in runs.list_runs(tmp_path)}
     assert status == {"sweep-lr=1-lora_r=4": "finished", "sweep-lr=1-lora_r=8": "finished",
                       "sweep-lr=2-lora_r=4": "crashed"}
     runs.Run("sweep-lr=2-lora_r=8", root=tmp_path)  # a process killed outright leaves "running" behind
     calls.clear()
-    out = runs.sweep(points, run_fn, root=tmp_path, progress=False)
+    out = sweeps.sweep(points, run_fn, root=tmp_path, progress=False)
     assert calls == points[2:]  # the finished runs were loaded, the crashed and the killed ones redone
     assert [r["status"] for r in out] == ["finished"] * 4
     assert [r["results"]["score"] for r in out] == [4, 8, 8, 16]
     calls.clear()
-    runs.sweep(points, run_fn, root=tmp_path, progress=False)
+    sweeps.sweep(points, run_fn, root=tmp_path, progress=False)
     assert calls == []
 
 
@@ -153,17 +153,17 @@ def test_sweep_reuses_a_run_only_when_its_whole_config_and_data_match(tmp_path):
     run_fn.describe = lambda p: {"config": {**p, "epochs": setting["epochs"]},
                                  "data": runs.fingerprint(setting["data"]), "parent": "base model X"}
     points = [{"lr": 1}]
-    first = runs.sweep(points, run_fn, root=tmp_path, progress=False)
+    first = sweeps.sweep(points, run_fn, root=tmp_path, progress=False)
     assert first[0]["parent"] == "base model X" and first[0]["reuse_key"]["config_sha256"]
-    runs.sweep(points, run_fn, root=tmp_path, progress=False)
+    sweeps.sweep(points, run_fn, root=tmp_path, progress=False)
     assert len(calls) == 1  # nothing changed: reused
     setting["epochs"] = 2
-    again = runs.sweep(points, run_fn, root=tmp_path, progress=False)
+    again = sweeps.sweep(points, run_fn, root=tmp_path, progress=False)
     assert len(calls) == 2 and again[0]["results"]["epochs"] == 2  # epochs changed outside the grid: trained again
     setting["data"] = [{"q": 2}]
-    runs.sweep(points, run_fn, root=tmp_path, progress=False)
+    sweeps.sweep(points, run_fn, root=tmp_path, progress=False)
     assert len(calls) == 3  # the data changed: trained again
-    runs.sweep(points, run_fn, root=tmp_path, progress=False)
+    sweeps.sweep(points, run_fn, root=tmp_path, progress=False)
     assert len(calls) == 3
 
 
@@ -175,9 +175,9 @@ def test_sweep_keeps_early_stopped_runs(tmp_path):
         fake_training(run, [params["start"]] * 10)
         return {}
 
-    out = runs.sweep([{"start": 1.0}], run_fn, name="flat", root=tmp_path, progress=False)
+    out = sweeps.sweep([{"start": 1.0}], run_fn, name="flat", root=tmp_path, progress=False)
     assert out[0]["status"] == "stopped" and out[0]["early_stopped"]
-    runs.sweep([{"start": 1.0}], run_fn, name="flat", root=tmp_path, progress=False)
+    sweeps.sweep([{"start": 1.0}], run_fn, name="flat", root=tmp_path, progress=False)
     assert len(calls) == 1
 
 
@@ -208,7 +208,7 @@ def test_compare_shows_only_the_keys_that_differ(three_runs):
     rows = runs.side_by_side(three_runs, n=5)
     assert rows[0] == {"prompt": "Capital of Peru?", "expected": "Lima", "run0": "Lima, says run 0",
                        "run1": "Lima, says run 1", "run2": "Lima, says run 2"}
-    fig = runs.loss_figure(three_runs)
+    fig = runs.overlay_losses(three_runs)
     assert len(fig.axes[0].lines) == 6  # training and validation curve of each run
 
 
@@ -326,11 +326,11 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
         fake_training(run, [3.0, 2.0, 1.0])
         return {"score": params["lr"]}
 
-    out = runs.sweep(runs.grid({"lr": [1, 2, 3, 4]}), run_fn, root=tmp_path, progress=False)
+    out = sweeps.sweep(sweeps.grid({"lr": [1, 2, 3, 4]}), run_fn, root=tmp_path, progress=False)
     assert [r["status"] for r in out] == ["finished", "failed", "crashed", "finished"]
     assert "sft.lr must be below 1" in out[1]["error"] and out[2]["error"] == "RuntimeError: out of luck"
     (tmp_path / "sweep-lr=4" / "run.json").write_text("{cut")  # a broken record: listed as missing, redone
     with pytest.warns(UserWarning, match="cannot be read"):
         assert len(runs.list_runs(tmp_path)) == 3
-    again = runs.sweep(runs.grid({"lr": [4]}), run_fn, root=tmp_path, progress=False)
+    again = sweeps.sweep(sweeps.grid({"lr": [4]}), run_fn, root=tmp_path, progress=False)
     assert again[0]["status"] == "finished"

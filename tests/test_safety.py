@@ -11,18 +11,15 @@ from kit.world import safety
 from kit.world.bias import bias_pairs
 from kit.world.safety import (
     HAZARDS,
-    GuardScores,
-    OverRefusalRate,
-    RefusalRate,
-    append_redteam,
     disagreements,
     guard_examples,
-    load_redteam,
     looks_like_refusal,
     preference_pairs,
     safety_chat_examples,
     safety_prompts,
 )
+from kit.world.safety_files import append_redteam, load_redteam
+from kit.world.safety_metrics import GuardScores, OverRefusalRate, RefusalRate
 
 
 @pytest.fixture(scope="module")

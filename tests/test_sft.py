@@ -14,9 +14,9 @@ from kit.engine.models import count_params, load, merge_lora
 from kit.engine.packing import PackedChat, labels_for
 from kit.lessons.artifacts import base_model
 from kit.lessons.profiles import CourseSFTConfig
-from kit.lessons.sft import finetune_recipe as finetune
+from kit.lessons.recipe import finetune_recipe as finetune
 from kit.widgets.panel import SFTPanel
-from kit.world.corpus import chat_splits
+from kit.world.chats import chat_splits
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def test_second_panel_does_not_train_beside_the_first(sft_profile, monkeypatch):
 
 def test_results_table_marks_missing_figures():
     from kit.engine.sft import FinetuneResult as SFTResult
-    from kit.lessons.sft import TABLE_KEYS, results_table
+    from kit.lessons.recipe import TABLE_KEYS, results_table
 
     a = SFTResult(None, None, None, {"heldout_qa_accuracy": 0.5, "trainable_params": 1000,
                                      "heldout_qa_strict_ci": [0.25, 0.5]}, None)
@@ -223,7 +223,7 @@ def test_max_steps_overrides_epochs():
 
 
 def test_same_settings_tells_a_changed_panel_run_from_the_default(cache, sft_profile):
-    from kit.lessons.sft import same_settings
+    from kit.lessons.recipe import same_settings
 
     result = finetune(sft_profile.with_sft(epochs=1), base_model(sft_profile), measure=False)
     assert not same_settings(result, sft_profile)  # epochs changed in the panel: not "the default run"

@@ -70,7 +70,7 @@ def test_a_missing_tracker_is_an_error_naming_the_extra(tmp_path, monkeypatch):
         Run("y", root=tmp_path, tensorboard=True)  # the older spelling is no longer silent
     with pytest.raises(ValueError, match="unknown tracker"):
         Run("z", root=tmp_path, report_to="wandb")
-    assert trackers.normalise(None) == [] and trackers.normalise("none") == []
+    assert trackers.tracker_names(None) == [] and trackers.tracker_names("none") == []
 
 
 @pytest.mark.skipif(not trackers._installed("tensorboard"), reason="the track extra is not installed")

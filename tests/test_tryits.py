@@ -140,7 +140,7 @@ def test_03_panel_replay(smoke, base):
     from kit.engine.metrics import perplexity
     from kit.engine.tokenizer import encode_documents
     from kit.engine.train import TokenRows
-    from kit.lessons.sft import finetune_recipe
+    from kit.lessons.recipe import finetune_recipe
     from kit.world.corpus import build_corpus
 
     val = TokenRows(encode_documents(base.tokenizer, build_corpus(smoke.corpus).val), smoke.pretrain.seq_len)
@@ -153,7 +153,7 @@ def test_03_panel_replay(smoke, base):
 
 
 def test_03_epoch_curve_with_replay(smoke, base):
-    from kit.lessons.sft import accuracy_by_epoch
+    from kit.lessons.recipe import accuracy_by_epoch
 
     without = accuracy_by_epoch(smoke.with_sft(replay=0.0), 2, base, n_items=8)
     with_replay = accuracy_by_epoch(smoke, 2, base, n_items=8)
@@ -196,11 +196,11 @@ def test_03_real_model_without_replay(smoke, standin, monkeypatch):
 # ----------------------------------------------------------------------------- notebook 04 (the real model's stand-in)
 @pytest.fixture(scope="module")
 def safety_setup(smoke, standin):
-    from kit.lessons import safety_run as S
+    from kit.lessons import safety_data as D
 
     model, tok = standin
     cfg = smoke.safety
-    return model, tok, cfg, S.safety_data(model, tok, cfg), S.eval_sets(cfg)
+    return model, tok, cfg, D.safety_data(model, tok, cfg), D.eval_sets(cfg)
 
 
 def test_04_guard_layer(standin, safety_setup):
@@ -258,7 +258,7 @@ def test_04_own_bias_pair(standin):
 
 
 def test_04_own_eval_prompts(smoke, tmp_path):
-    from kit.lessons.safety_run import eval_sets
+    from kit.lessons.safety_data import eval_sets
     from kit.world.corpus import DATASETS
 
     mine = tmp_path / "mine.jsonl"
@@ -273,23 +273,23 @@ def test_04_own_eval_prompts(smoke, tmp_path):
 
 # ----------------------------------------------------------------------------- notebook 05
 def test_05_longer_grid(smoke, base, tmp_path):
-    from kit.engine import runs
+    from kit.engine import sweeps
     from kit.lessons.iterate import sft_run_fn
 
     run_fn = sft_run_fn(smoke.with_sft(max_steps=2), save_model=False, base=base, measure=False)
     lr = smoke.sft.lora_lr
-    first = runs.sweep(runs.grid({"lr": [lr / 2, lr], "lora_r": [4]}), run_fn, root=tmp_path, progress=False)
-    more = runs.sweep(runs.grid({"lr": [lr / 2, lr, 2 * lr], "lora_r": [4]}), run_fn, root=tmp_path, progress=False)
+    first = sweeps.sweep(sweeps.grid({"lr": [lr / 2, lr], "lora_r": [4]}), run_fn, root=tmp_path, progress=False)
+    more = sweeps.sweep(sweeps.grid({"lr": [lr / 2, lr, 2 * lr], "lora_r": [4]}), run_fn, root=tmp_path, progress=False)
     assert [r["started"] for r in more[:2]] == [r["started"] for r in first]  # loaded, not retrained
     assert more[2]["name"] not in {r["name"] for r in first} and more[2]["status"] == "finished"
 
 
 def test_05_continent_round(smoke, base, tmp_path):
-    from kit.engine import runs
+    from kit.engine import sweeps
     from kit.lessons.iterate import data_round, sft_run_fn
 
     params = {"max_steps": 4}
-    plain = runs.sweep([params], sft_run_fn(smoke, save_model=False, base=base, measure=False), root=tmp_path,
+    plain = sweeps.sweep([params], sft_run_fn(smoke, save_model=False, base=base, measure=False), root=tmp_path,
                        progress=False)[0]
     best = {**plain, "params": params}
     (round_,) = data_round(smoke, best, continent="Africa", base=base, root=tmp_path)

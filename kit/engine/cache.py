@@ -144,6 +144,24 @@ def remove_stale_temps(path: Path, pattern: str | None = None) -> list[Path]:
     return found
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file atomically: a temporary file in the same folder, synced, then renamed over the
+    old one (a crash leaves the old file whole, and the temporary file is removed). Temporary files that
+    a killed write left beside `path` are removed first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _umask() -> int:
     """The process umask, read without changing it where the system allows (Linux), else 0o022's usual reading."""
     try:

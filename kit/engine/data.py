@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import Counter
 from pathlib import Path
 
+from .cache import write_text_atomic
 from .chat import (
     Problem,
     Rendered,
@@ -36,7 +36,7 @@ from .report import DataError, Report, accept, finish
 from .tokenizer import stop_token_ids
 
 __all__ = ["DataError", "Report", "load_jsonl", "load_csv", "load_file", "to_hf_dataset", "from_hf_dataset",
-           "validate", "validate_file", "stats", "sft_rows", "write_jsonl", "write_text_atomic", "clean"]
+           "validate", "validate_file", "stats", "sft_rows", "write_jsonl", "clean"]
 MAX_CHARS = 200_000  # the longest conversation (in characters) checked without a max_length
 
 
@@ -76,26 +76,6 @@ def clean(example: dict) -> dict:
     return {k: v for k, v in example.items() if not k.startswith("_")}
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a text file atomically: a temporary file in the same folder, synced, then renamed over the
-    old one (a crash leaves the old file whole, and the temporary file is removed). Temporary files that
-    a killed write left beside `path` are removed first."""
-    from .cache import remove_stale_temps
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _json_line(obj) -> str:
     text = json.dumps(obj, ensure_ascii=False)
     try:
@@ -114,7 +94,7 @@ def write_jsonl(path: str | Path, examples: list[dict]) -> None:
 _norm_re = re.compile(r"[^a-z0-9]+")
 
 
-def normalise(text: str) -> str:
+def near_duplicate_key(text: str) -> str:
     """Lower case, punctuation and spacing removed: two texts equal here are near duplicates."""
     return _norm_re.sub(" ", text.lower()).strip()
 
@@ -168,7 +148,8 @@ def validate(examples: list[dict], tok, max_length: int | None = None,
         if sum(conversation_size(messages_of(c)) for c in conversations(ex)) > MAX_CHARS:
             continue  # too long to be anyone's duplicate, and comparing it would copy it several times
         exact = _digest(json.dumps(clean(ex), sort_keys=True))
-        near = _digest(normalise(" ".join(m.get("content") or "" for c in conversations(ex) for m in messages_of(c))))
+        text = " ".join(m.get("content") or "" for c in conversations(ex) for m in messages_of(c))
+        near = _digest(near_duplicate_key(text))
         if exact in seen_exact:
             report.problems.append(Problem(line, "messages", "warning", f"exact duplicate of line {seen_exact[exact]}"))
         elif near in seen_near:
@@ -259,7 +240,7 @@ def _check_render(conv: dict, tok, max_length: int | None, end_ids: set[int], li
 
 def _prompt_key(ex: dict) -> str:
     messages = ex["prompt"] if "prompt" in ex else messages_of(ex)
-    return normalise(" ".join(m.get("content") or "" for m in messages if m["role"] != "assistant"))
+    return near_duplicate_key(" ".join(m.get("content") or "" for m in messages if m["role"] != "assistant"))
 
 
 def validate_file(path: str | Path, tok, max_length: int | None = None,

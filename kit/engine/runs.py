@@ -13,16 +13,12 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib.metadata
-import itertools
 import json
-import random
-import re
-import sys
 import threading
 import time
 from pathlib import Path
 
-from .cache import work_root
+from .cache import work_root, write_text_atomic
 from .results import cell, table
 from .sanitize import slug
 
@@ -48,7 +44,6 @@ def auto_name(prefix: str) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
-    from .data import write_text_atomic  # here: `import kit.engine.runs` stays light (no tokenizer libraries)
 
     write_text_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False, default=str))  # a crash leaves the old
 
@@ -200,14 +195,14 @@ def list_runs(root: str | Path | None = None) -> list[dict]:
     return sorted(out, key=lambda r: str(r.get("started")))
 
 
-def _info(run) -> dict:
+def info_of(run) -> dict:
     run = {**run.info, "folder": str(run.folder)} if isinstance(run, Run) else run
     return run if isinstance(run, dict) else load_run(run)
 
 
 def metrics(run) -> list[dict]:
     """The run's metric events in order (a line cut short by a killed process is left out)."""
-    path = Path(_info(run)["folder"]) / "metrics.jsonl"
+    path = Path(info_of(run)["folder"]) / "metrics.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     return [json.loads(line) for line in lines if line.endswith("}")]  # flat events: "}" ends a whole one
 
@@ -217,7 +212,7 @@ def compare(runs, keys=None, all_keys: bool = False) -> dict:
     ("data:<name>") that differ (all of them with `all_keys`), then the result `keys` (default: every scalar
     result). `differs`: the keys whose value differs between runs that set them (a key only some runs have,
     with one value, is no difference: those runs are of another kind)."""
-    infos = [_info(r) for r in runs]
+    infos = [info_of(r) for r in runs]
     cfgs = [{**i["config"], **{f"data:{k}": f"{d['rows']} rows, sha256 {d['sha256'][:10]}"
                                for k, d in i["datasets"].items()}} for i in infos]
     cfg_keys = list(dict.fromkeys(k for c in cfgs for k in c))
@@ -241,7 +236,7 @@ def compare_table(runs, keys=None, html: bool = False, all_keys: bool = False) -
     return table(["", *(cell(r[0], fmt) for r in cmp["rows"])], body, fmt)
 
 
-def loss_figure(runs, title: str = "training (solid) and validation (dashed) loss"):
+def overlay_losses(runs, title: str = "training (solid) and validation (dashed) loss"):
     """Overlaid loss curves of the runs (a matplotlib Figure made without pyplot: safe on any backend). The
     training curve is the chat tokens' loss where a run logged one (`chat_loss`), so that it compares with the
     validation loss; else the loss it logged."""
@@ -250,7 +245,7 @@ def loss_figure(runs, title: str = "training (solid) and validation (dashed) los
     fig = Figure(figsize=(7, 3.6))
     ax = fig.subplots()
     for run in runs:
-        name, events, colour = _info(run)["name"], metrics(run), None
+        name, events, colour = info_of(run)["name"], metrics(run), None
         steps = [(e["step"], e["chat_loss"] if e.get("chat_loss") is not None else e["loss"])
                  for e in events if e["event"] == "step"]
         vals = [(e["step"], e["val_loss"]) for e in events if e["event"] == "eval"]
@@ -268,7 +263,7 @@ def loss_figure(runs, title: str = "training (solid) and validation (dashed) los
 def side_by_side(runs, n: int = 5) -> list[dict]:
     """The first `n` sample prompts with each run's answer: [{"prompt", "expected", <run name>: answer}]."""
     by_run = {}
-    for info in map(_info, runs):
+    for info in map(info_of, runs):
         path = Path(info["folder"]) / "samples.json"
         by_run[info["name"]] = {s["prompt"]: s for s in json.loads(path.read_text("utf-8"))} if path.exists() else {}
     prompts = list(dict.fromkeys(p for answers in by_run.values() for p in answers))[:n]
@@ -276,116 +271,16 @@ def side_by_side(runs, n: int = 5) -> list[dict]:
              **{name: a[p]["answer"] if p in a else None for name, a in by_run.items()}} for p in prompts]
 
 
-# ----------------------------------------------------------------------------- sweeps
-def _value(text: str):
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        with contextlib.suppress(ValueError):
-            return kind(text)
-    return text
-
-
-def parse_grid(text: str) -> dict[str, list]:
-    """"lr=1e-4,3e-4;lora_r=4,16" -> {"lr": [0.0001, 0.0003], "lora_r": [4, 16]}: numbers, true / false, or text."""
-    spec = {}
-    for part in filter(str.strip, re.split(r"[;\n]", text)):
-        key, sep, values = part.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"expected key=value1,value2,... in the grid, got {part.strip()!r}")
-        spec[key.strip()] = [_value(v.strip()) for v in values.split(",")]
-    return spec
-
-
-def grid(spec: dict[str, list]) -> list[dict]:
-    """Every combination of the values, in a stable order (the last key changes fastest)."""
-    return [dict(zip(spec, values)) for values in itertools.product(*spec.values())]
-
-
-def random_search(spec: dict, n: int, seed: int = 0) -> list[dict]:
-    """Up to `n` distinct seeded random points: a list is picked from, a (low, high) tuple drawn uniformly."""
-    rng, out = random.Random(seed), []
-    for _ in range(50 * n):
-        point = {k: rng.uniform(*v) if isinstance(v, tuple) else rng.choice(list(v)) for k, v in spec.items()}
-        if len(out) < n and point not in out:
-            out.append(point)
-    return out
-
-
-def run_name(prefix: str, params: dict) -> str:
-    """A folder-safe name made of the parameters: the same point always gets the same name (see `slug`)."""
-    parts = [f"{k}={'+'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in params.items()]
-    return slug("-".join([prefix, *parts]))
-
-
-def reuse_key(description: dict) -> dict:
-    """SHA-256 of a run's full configuration and of its data fingerprint (`run_fn.describe(params)`'s
-    "config" and "data"): a finished run is reused only when both match."""
-    digest = lambda obj: hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()  # noqa: E731
-    return {"config_sha256": digest(description.get("config")), "data_sha256": digest(description.get("data"))}
-
-
-def sweep(points: list[dict], run_fn, name: str = "sweep", root: str | Path | None = None, progress: bool = True,
-          early_stop: tuple[float, float] | None = (0.3, 0.97)) -> list[dict]:
-    """Run `run_fn(params, run) -> results` for each point in turn; it gives `callbacks=[run], stop=run.stop`
-    to training. Resumable: a run "finished", or "stopped" by the early-stop rule, is loaded, not redone,
-    when its full configuration and its data are the same; a "failed" (settings refused) or "crashed" one, one a
-    killed process left "running", or one whose configuration or data changed, is redone (in the same folder).
-    A point that fails or crashes is recorded with its error and the sweep goes on to the next one.
-
-    What "the same" means comes from `run_fn.describe(params) -> {"config": ..., "data": ..., "parent": ...}`
-    (`kit.lessons.iterate.sft_run_fn` has one): the whole configuration the point trains with, a
-    fingerprint of its data, and the run or model it starts from. Without `describe`, only the point itself
-    is compared, so a setting changed outside the grid would go unnoticed: give one.
-    `early_stop`: (after, ratio) of the `hopeless` rule, or None."""
-    from tqdm.auto import tqdm
-
-    describe = getattr(run_fn, "describe", None) or (lambda p: {"config": p, "data": None})
-    out = []
-    with tqdm(points, desc=name, unit="run", disable=not progress) as bar:
-        for params in bar:
-            rname = run_name(name, params)
-            bar.set_postfix_str(rname)
-            try:
-                description, refused = describe(dict(params)), None
-            except Exception as e:  # e.g. a setting the config check refuses: recorded below as a crashed run
-                description, refused = {"config": params, "data": None}, e
-            key = reuse_key(description)
-            old = runs_root(root) / rname / "run.json"
-            try:
-                old = load_run(old.parent) if old.is_file() else {"status": None}
-            except (OSError, ValueError):  # an unreadable record: the run is done again
-                old = {"status": None}
-            done = old.get("status") == "finished" or (old.get("status") == "stopped" and old.get("early_stopped"))
-            if done and refused is None and old.get("reuse_key") == key:
-                out.append(old)
-                continue
-            run = Run(rname, config=params, root=root, early_stop=early_stop, parent=description.get("parent"))
-            try:
-                with run:
-                    run.info["reuse_key"] = key  # what a later sweep compares before reusing this run
-                    run.info["params"] = dict(params)  # the sweep point itself, apart from the full config
-                    if refused is not None:
-                        raise refused
-                    run.log_results(run_fn(dict(params), run) or {})
-            except Exception as e:  # recorded by the run ("failed" / "crashed", with the error); next point
-                if progress:
-                    why = next(iter(str(e).splitlines()), "") or type(e).__name__
-                    bar.write(f"{rname}: {run.info['status']}: {why}", file=sys.stderr)
-            out.append(_info(run))
-    return out
-
-
 # ----------------------------------------------------------------------------- the report
 def report(runs, path: str | Path, title: str = "Runs", n_samples: int = 5) -> Path:
     """Markdown (HTML if `path` ends with .html) about the runs: config, data and results side by side
     (differences marked `*`), loss curves (a PNG beside the .md; embedded in HTML) and sample answers."""
-    infos, path = [_info(r) for r in runs], Path(path)
+    infos, path = [info_of(r) for r in runs], Path(path)
     html = path.suffix.lower() in (".html", ".htm")
     path.parent.mkdir(parents=True, exist_ok=True)
     from .plots import png
 
-    image = png(loss_figure(infos))
+    image = png(overlay_losses(infos))
     if html:
         img = f"<p><img alt='loss curves' src='data:image/png;base64,{base64.b64encode(image).decode()}'></p>"
     else:

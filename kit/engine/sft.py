@@ -81,17 +81,7 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
     callbacks = [*callbacks, run] if run is not None else list(callbacks)  # the run records the curve
     train_examples, eval_examples = to_kit_form(train_examples), eval_examples and to_kit_form(eval_examples)
     tok = prepare(tok, note=lambda m: message(callbacks, m))
-    rows = PackedChat.from_examples(train_examples, tok, config.seq_len, config.seed, replay_docs=replay_docs,
-                                    first_token_weight=config.first_token_weight, focus_examples=focus_examples)
-    if 0 < len(rows) < config.batch_size:  # a small dataset packs into fewer rows than a batch
-        message(callbacks, f"note: the data packs into {len(rows)} rows of {config.seq_len} tokens, fewer than "
-                         f"batch_size={config.batch_size}: using batch_size={len(rows)}")
-        config = dataclasses.replace(config, batch_size=len(rows))
-    if not rows.loss_tokens():
-        raise ValueError(f"none of the {len(train_examples)} training examples has a token that carries loss "
-                         "(every reply has weight 0, was cut off by seq_len, or the data is empty): check the "
-                         "data with `python -m kit data validate FILE`")
-    val_rows = PackedChat.from_examples(eval_examples, tok, config.seq_len, config.seed) if eval_examples else None
+    rows, val_rows, config = _pack(train_examples, eval_examples, tok, config, replay_docs, focus_examples, callbacks)
     if run is not None:
         run.log(config={f"sft.{k}": v for k, v in dataclasses.asdict(config).items()},
                 datasets={"train": train_examples, **({"eval": eval_examples} if eval_examples else {})})
@@ -109,31 +99,13 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
     t0 = time.perf_counter()
     hist = train(model, rows, tcfg, objective=KindLoss(), val_data=val_rows, callbacks=callbacks, stop=stop,
                  pause=pause)
-    steps_done = hist.steps[-1] if hist.steps else 0
-    last = lambda key: next((m[key] for m in reversed(hist.metrics) if m.get(key) is not None), None)  # noqa: E731
-    info.update({
-        "lora": config.lora, "epochs": config.epochs, "lr": tcfg.lr, "steps": steps_done,
-        "planned_steps": tcfg.max_steps, "epochs_done": round(steps_done / max(1, len(rows) // config.batch_size), 3),
-        "stopped": hist.stopped, "train_examples": len(train_examples) + len(focus_examples),
-        "focus_examples": len(focus_examples), "eval_examples": len(eval_examples or []),
-        "replay_docs": len(replay_docs), "dropped_examples": len(rows.dropped), "loss_tokens": rows.loss_tokens(),
-        "packed_rows": len(rows), "fill_rate": round(rows.fill_rate(), 3),
-        "trainable_params": count_params(model, trainable_only=True), "params": count_params(model),
-        "train_seconds": round(hist.seconds, 2),
-        "train_loss": hist.losses[-1] if hist.losses else None,  # chat and replay tokens together
-        "train_chat_loss": last("chat_loss"), "train_replay_loss": last("replay_loss"),
-        "val_loss": hist.val_losses[-1] if hist.val_losses else None,  # chat tokens only: compare with train_chat_loss
-        "history": hist.to_dict(), "config": dataclasses.asdict(config),
-    })
+    info.update(_training_figures(hist, rows, config, tcfg.lr, tcfg.max_steps, model))
+    info.update(train_examples=len(train_examples) + len(focus_examples), focus_examples=len(focus_examples),
+                eval_examples=len(eval_examples or []), replay_docs=len(replay_docs))
     samples: list = []
     if measure and not hist.stopped:  # a stopped run is saved at once, not measured
         after = evaluate_chat(model, tok, eval_examples, config.seq_len, generate=generate)
-        for key in ("eval_loss", "eval_perplexity", "exact_match", "token_f1", "rouge_l"):
-            if key in before:
-                info[f"{key}_before"], info[f"{key}_after"] = before[key], after[key]
-        if "exact_rows" in before:  # the change, paired on the same examples: [difference, 95% low, high]
-            change = paired_bootstrap(before["exact_rows"], after["exact_rows"])
-            info["exact_match_change"] = [change["diff"], *change["ci"]]
+        info.update(_changes(before, after))
         for name, fn in evaluators.items():
             info[f"{name}_after"] = fn(model, tok, "after")
         samples = [{"prompt": p, "reference": ref, "before": b, "after": a} for p, ref, b, a in
@@ -149,6 +121,54 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
             run.log_samples([{"prompt": s["prompt"], "answer": s["after"], "expected": s["reference"]}
                              for s in samples])
     return FinetuneResult(model, tok, hist, info, path, samples)
+
+
+def _pack(train_examples, eval_examples, tok, config: SFTConfig, replay_docs, focus_examples, callbacks):
+    """(the packed training rows, the packed evaluation rows or None, the config): a dataset that packs into
+    fewer rows than a batch gets a smaller batch; one with no loss token at all is refused."""
+    rows = PackedChat.from_examples(train_examples, tok, config.seq_len, config.seed, replay_docs=replay_docs,
+                                    first_token_weight=config.first_token_weight, focus_examples=focus_examples)
+    if 0 < len(rows) < config.batch_size:
+        message(callbacks, f"note: the data packs into {len(rows)} rows of {config.seq_len} tokens, fewer than "
+                           f"batch_size={config.batch_size}: using batch_size={len(rows)}")
+        config = dataclasses.replace(config, batch_size=len(rows))
+    if not rows.loss_tokens():
+        raise ValueError(f"none of the {len(train_examples)} training examples has a token that carries loss "
+                         "(every reply has weight 0, was cut off by seq_len, or the data is empty): check the "
+                         "data with `python -m kit data validate FILE`")
+    val_rows = PackedChat.from_examples(eval_examples, tok, config.seq_len, config.seed) if eval_examples else None
+    return rows, val_rows, config
+
+
+def _training_figures(hist: History, rows: PackedChat, config: SFTConfig, lr: float, planned: int, model) -> dict:
+    """What the training did: steps, losses (chat and replay apart), sizes, time, the history and the config."""
+    steps_done = hist.steps[-1] if hist.steps else 0
+    last = lambda key: next((m[key] for m in reversed(hist.metrics) if m.get(key) is not None), None)  # noqa: E731
+    return {
+        "lora": config.lora, "epochs": config.epochs, "lr": lr, "steps": steps_done, "planned_steps": planned,
+        "epochs_done": round(steps_done / max(1, len(rows) // config.batch_size), 3), "stopped": hist.stopped,
+        "dropped_examples": len(rows.dropped), "loss_tokens": rows.loss_tokens(),
+        "packed_rows": len(rows), "fill_rate": round(rows.fill_rate(), 3),
+        "trainable_params": count_params(model, trainable_only=True), "params": count_params(model),
+        "train_seconds": round(hist.seconds, 2),
+        "train_loss": hist.losses[-1] if hist.losses else None,  # chat and replay tokens together
+        "train_chat_loss": last("chat_loss"), "train_replay_loss": last("replay_loss"),
+        "val_loss": hist.val_losses[-1] if hist.val_losses else None,  # chat tokens only: compare with train_chat_loss
+        "history": hist.to_dict(), "config": dataclasses.asdict(config),
+    }
+
+
+def _changes(before: dict, after: dict) -> dict:
+    """`evaluate_chat`'s figures before and after (`<key>_before`, `<key>_after`), and the paired change of exact
+    match: [difference, 95% low, high]."""
+    out = {}
+    for key in ("eval_loss", "eval_perplexity", "exact_match", "token_f1", "rouge_l"):
+        if key in before:
+            out[f"{key}_before"], out[f"{key}_after"] = before[key], after[key]
+    if "exact_rows" in before:
+        change = paired_bootstrap(before["exact_rows"], after["exact_rows"])
+        out["exact_match_change"] = [change["diff"], *change["ci"]]
+    return out
 
 
 def chat_loss_curve(history: History) -> tuple[list[int], list[float]]:

@@ -24,7 +24,7 @@ class TrackerMissing(KitError, ImportError):
     """A tracker was asked for but its package is not installed; the message names the extra."""
 
 
-def normalise(report_to) -> list[str]:
+def tracker_names(report_to) -> list[str]:
     """`report_to` as a list of tracker names: None / "none" -> [], "all" -> every installed one."""
     if report_to is None or report_to == "none" or report_to == []:
         return []
@@ -105,7 +105,7 @@ class Trackio:
 
 def open_trackers(report_to, folder: Path, name: str, config: dict) -> list:
     """The trackers named by `report_to`, opened; a missing package raises `TrackerMissing` naming the extra."""
-    return [{"trackio": Trackio, "tensorboard": TensorBoard}[n](folder, name, config) for n in normalise(report_to)]
+    return [{"trackio": Trackio, "tensorboard": TensorBoard}[n](folder, name, config) for n in tracker_names(report_to)]
 
 
 def installed() -> list[str]:

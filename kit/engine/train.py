@@ -389,34 +389,3 @@ def _split(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.T
         return [batch]
     n = next(iter(batch.values())).shape[0]
     return [{k: v[i: i + math.ceil(n / parts)] for k, v in batch.items()} for i in range(0, n, math.ceil(n / parts))]
-
-
-class ProgressBar:
-    """A tqdm bar with ETA and the latest loss; subscribe it with `callbacks=[ProgressBar()]`."""
-
-    def __init__(self, desc: str = "training"):
-        self.desc, self.bar, self.last = desc, None, 0
-
-    def on_step(self, ev: dict) -> None:
-        from tqdm.auto import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=ev["max_steps"], desc=self.desc, unit="step")
-        self.bar.set_postfix(loss=f"{ev['loss']:.3f}", tok_s=f"{ev['tokens_per_s']:.0f}", refresh=False)
-        self.bar.update(ev["step"] - self.last)
-        self.last = ev["step"]
-
-    def on_message(self, ev: dict) -> None:
-        """Print what the run says about itself (resuming or not); its warnings are printed as warnings."""
-        import sys
-
-        if not ev.get("info"):
-            return
-
-        from tqdm.auto import tqdm
-
-        tqdm.write(ev["text"], file=sys.stderr)
-
-    def on_end(self, hist: History) -> None:
-        if self.bar is not None:
-            self.bar.close()

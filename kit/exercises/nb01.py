@@ -1,7 +1,7 @@
 """Notebook 01's exercises: the next-token loss, one optimizer step, and the sampling distribution.
 
 Each check compares the learner's function with the kit's own code on small, seeded inputs:
-`kit.engine.train.causal_lm_loss` for the loss and the step, transformers' temperature and top-k
+`kit.engine.losses.causal_lm_loss` for the loss and the step, transformers' temperature and top-k
 warpers (what `model.generate` applies) for sampling.
 
 Example:

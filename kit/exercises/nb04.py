@@ -105,7 +105,8 @@ REPLIES = {
 
 def kit_rates(replies: list[str], harmful: list[bool]) -> dict[str, float]:
     """The kit's figures: the refusal matcher, then RefusalRate on harmful and OverRefusalRate on safe prompts."""
-    from ..world.safety import OverRefusalRate, RefusalRate, looks_like_refusal
+    from ..world.safety import looks_like_refusal
+    from ..world.safety_metrics import OverRefusalRate, RefusalRate
 
     refused = [int(looks_like_refusal(r)) for r in replies]
     return {"refusal_rate": RefusalRate().compute(refused=[x for x, h in zip(refused, harmful) if h])["refusal_rate"],

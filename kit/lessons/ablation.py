@@ -21,8 +21,8 @@ from __future__ import annotations
 from ..engine.cache import is_complete
 from .artifacts import sft_entry, sft_model
 from .profiles import Profile, get_profile
+from .recipe import compare_runs
 from .results import SFT
-from .sft import compare_runs
 
 KEYS = SFT.names("ablation")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +57,9 @@ def tokenizer_for(profile: Profile | str | None = None):
 
 # ----------------------------------------------------------------------------- the base model
 @dataclass
-class BaseModel:
-    """A pre-trained model with its tokenizer and the facts about its build (`info`)."""
+class CachedModel:
+    """A model of the cache (the pre-trained base model, or notebook 03's fine-tuned one) with its tokenizer and
+    the facts about its build (`info`)."""
 
     model: object
     tokenizer: object
@@ -88,7 +89,7 @@ def sft_entry(profile: Profile) -> Path:
 
 
 def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, resume: bool | None = None,
-               fresh: bool = False, callbacks: Sequence = ()) -> BaseModel:
+               fresh: bool = False, callbacks: Sequence = ()) -> CachedModel:
     """The pre-trained base model of a profile: loaded from the cache, or built (and cached) first.
 
     An interrupted build leaves its checkpoints; they are never deleted unless `fresh=True`.
@@ -107,18 +108,14 @@ def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, r
         CheckpointError: `resume=False` and an interrupted build left checkpoints (the message says how to
             continue it or start over).
     """
-    from transformers import AutoModelForCausalLM
-
     from ..engine.checkpoint import CheckpointError, latest
     from .pretrain import pretrain
 
     profile = get_profile(profile)
     entry = base_entry(profile)
-    remove_stale_temps(entry)  # what a killed build was writing
-    if rebuild or not is_complete(entry):
-        if not is_writable(cache_root()):
-            raise PermissionError(read_only_message(entry, f"python -m kit pretrain --profile {profile.name}"))
-        checkpoints = cache_root() / "checkpoints" / entry.name
+    checkpoints = cache_root() / "checkpoints" / entry.name
+
+    def build() -> tuple:
         if fresh:
             shutil.rmtree(checkpoints, ignore_errors=True)
         last = latest(checkpoints)
@@ -128,51 +125,59 @@ def base_model(profile: Profile | str | None = None, *, rebuild: bool = False, r
                 "continue it with --resume (resume=True), or delete them and start over with --fresh (fresh=True)")
         go_on = bool(resume) or (resume is None and last is not None)
         result = pretrain(profile, callbacks=callbacks, checkpoint_dir=checkpoints, resume=go_on)
+        return result.model, result.tokenizer, result.info
 
-        def fill(tmp: Path) -> None:
-            result.model.save_pretrained(tmp / "model")
-            result.tokenizer.save_pretrained(tmp / "tokenizer")
-            (tmp / "info.json").write_text(json.dumps(result.info, indent=1))
+    return _build_or_load(entry, rebuild, f"python -m kit pretrain --profile {profile.name}", build,
+                          built=lambda: shutil.rmtree(checkpoints, ignore_errors=True))  # the entry replaces them
 
-        write_entry(entry, fill)
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the finished entry replaces them
-        return BaseModel(result.model, result.tokenizer, {**result.info, "cached": False}, entry)
+
+def _build_or_load(entry: Path, rebuild: bool, command: str, build: Callable[[], tuple],
+                   built: Callable[[], None] | None = None) -> CachedModel:
+    """The cache entry's model, loaded; or, when it is missing (or `rebuild`), `build() -> (model, tokenizer,
+    info)` run and written whole into the entry, then `built()`. `command`: what builds it where the cache is
+    read-only."""
+    remove_stale_temps(entry)  # what a killed build was writing
+    if not rebuild and is_complete(entry):
+        return _load_entry(entry)
+    if not is_writable(cache_root()):
+        raise PermissionError(read_only_message(entry, command))
+    model, tok, info = build()
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp / "model")
+        tok.save_pretrained(tmp / "tokenizer")
+        (tmp / "info.json").write_text(json.dumps(info, indent=1, default=str))
+
+    write_entry(entry, fill)
+    if built is not None:
+        built()
+    return CachedModel(model, tok, {**info, "cached": False}, entry)
+
+
+def _load_entry(entry: Path) -> CachedModel:
+    from transformers import AutoModelForCausalLM
+
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(entry / "model")
     tok = _load_tokenizer(entry / "tokenizer")
     info = json.loads((entry / "info.json").read_text())
-    return BaseModel(model, tok, {**info, "cached": True, "load_seconds": time.perf_counter() - t0}, entry)
+    return CachedModel(model, tok, {**info, "cached": True, "load_seconds": time.perf_counter() - t0}, entry)
 
 
 # ----------------------------------------------------------------------------- the fine-tuned (SFT) model
-def sft_model(profile: Profile | str | None = None, *, rebuild: bool = False, callbacks: Sequence = ()) -> BaseModel:
+def sft_model(profile: Profile | str | None = None, *, rebuild: bool = False, callbacks: Sequence = ()) -> CachedModel:
     """Notebook 03's fine-tuned model (the profile's `sft` settings; LoRA merged): cached like the base model.
 
     `info` holds `finetune_recipe()`'s measurements (held-out QA accuracy, format rate, ...).
     """
-    from transformers import AutoModelForCausalLM
-
     from ..engine.models import merge_lora
-    from .sft import finetune_recipe
+    from .recipe import finetune_recipe
 
     profile = get_profile(profile)
-    base = base_model(profile)
-    entry = sft_entry(profile)
-    remove_stale_temps(entry)
-    if rebuild or not is_complete(entry):
-        if not is_writable(cache_root()):
-            raise PermissionError(read_only_message(entry, f"make class-ready PROFILE={profile.name}"))
-        result = finetune_recipe(profile, base=base, callbacks=callbacks)
-        model = merge_lora(result.model)
+
+    def build() -> tuple:
+        result = finetune_recipe(profile, base=base_model(profile), callbacks=callbacks)
         info = {k: v for k, v in result.info.items() if k not in ("history", "qa_examples")}
+        return merge_lora(result.model), result.tokenizer, info
 
-        def fill(tmp: Path) -> None:
-            model.save_pretrained(tmp / "model")
-            result.tokenizer.save_pretrained(tmp / "tokenizer")
-            (tmp / "info.json").write_text(json.dumps(info, indent=1, default=str))
-
-        write_entry(entry, fill)
-        return BaseModel(model, result.tokenizer, {**info, "cached": False}, entry)
-    model = AutoModelForCausalLM.from_pretrained(entry / "model")
-    info = json.loads((entry / "info.json").read_text())
-    return BaseModel(model, _load_tokenizer(entry / "tokenizer"), {**info, "cached": True}, entry)
+    return _build_or_load(sft_entry(profile), rebuild, f"make class-ready PROFILE={profile.name}", build)

@@ -27,7 +27,7 @@ from ..engine.config import TrainConfig
 from ..engine.losses import eval_mode
 from ..engine.tokenizer import document_start
 from ..engine.train import History, train
-from ..world.safety import GuardScores
+from ..world.safety_metrics import GuardScores
 from .profiles import GuardConfig
 
 LABELS = ("safe", "harmful", "refusal")

@@ -1,7 +1,7 @@
 """Notebook 05's rounds: a sweep of fine-tuning runs, an error analysis and a data round, a feedback round.
 
 The pieces (each recorded as a run by `kit.engine.runs`, so every round can be compared with the others):
-  * `sft_run_fn(profile)`: the `run_fn` of `kit.engine.runs.sweep` — one fine-tuning run per point of the grid;
+  * `sft_run_fn(profile)`: the `run_fn` of `kit.engine.sweeps.sweep` — one fine-tuning run per point of the grid;
   * `error_analysis(items, replies)`: the dev questions a run gets wrong, grouped by fact type, continent
     and question wording; `targeted_examples(...)` writes extra training examples for the weakest group;
   * `feedback_items(...)`: two sampled answers per question, for a rater (`kit.widgets.rating`) or the
@@ -24,7 +24,8 @@ from pathlib import Path
 from ..engine.config import ConfigError
 from ..engine.errors import KitError
 from ..engine.generate import chat_replies
-from ..world.corpus import ANSWERS, CHAT_QUESTIONS, QAItem, country_splits, load_world, qa_items, split_items
+from ..world.chats import CHAT_QUESTIONS, QAItem, qa_items, split_items
+from ..world.corpus import ANSWERS, country_splits, load_world
 from ..world.probes import strict_correct
 from .profiles import Profile
 from .results import SFT, TEST_QA
@@ -38,7 +39,7 @@ class TestSplitError(KitError, ValueError):
 
 def sft_run_fn(profile: Profile, save_model: bool = True, base=None,
                examples: list[dict] | None = None, parent: str | None = None, measure: bool = True) -> Callable:
-    """`run_fn(params, run) -> results` for `kit.engine.runs.sweep`: `finetune_recipe(profile.with_sft(**params))`.
+    """`run_fn(params, run) -> results` for `kit.engine.sweeps.sweep`: `finetune_recipe(profile.with_sft(**params))`.
 
     The model (or LoRA adapter) is saved in the run's folder, `<run>/model`, when `save_model` is set.
     `run_fn.describe(params)` gives the sweep what makes a run reusable: the whole profile with the point's
@@ -47,7 +48,7 @@ def sft_run_fn(profile: Profile, save_model: bool = True, base=None,
     choose by: for quick checks only).
     """
     from .artifacts import base_entry, base_model
-    from .sft import EVAL_SPLIT, base_name, finetune_recipe
+    from .recipe import EVAL_SPLIT, base_name, finetune_recipe
 
     def run_fn(params: dict, run) -> dict:
         prof = profile.with_sft(**sft_changes(profile, params))
@@ -59,7 +60,7 @@ def sft_run_fn(profile: Profile, save_model: bool = True, base=None,
         import dataclasses
 
         from ..engine.runs import fingerprint
-        from ..world.corpus import chat_splits
+        from ..world.chats import chat_splits
 
         prof = profile.with_sft(**sft_changes(profile, params))
         data = examples if examples is not None else \
@@ -103,7 +104,7 @@ def feedback_round(model, tok, pairs: list[dict], profile: Profile, name: str = 
     from ..engine.models import merge_lora
     from ..engine.runs import Run
     from ..world.probes import qa_eval
-    from .sft import EVAL_SPLIT, compare_runs, qa_figures
+    from .recipe import EVAL_SPLIT, compare_runs, qa_figures
 
     items = split_items(EVAL_SPLIT)
     res = parent.get("results", {}) if isinstance(parent, dict) else {}
@@ -234,8 +235,8 @@ def data_round(profile: Profile, best: dict, fact: str | None = None, *, contine
     The run is named after the target and the number of extra examples, and is reused only when its whole
     configuration and data are unchanged. Returns the sweep result (one run).
     """
-    from ..engine.runs import sweep
-    from ..world.corpus import chat_splits
+    from ..engine.sweeps import sweep
+    from ..world.chats import chat_splits
 
     extra = targeted_examples(fact, n_per_country, continent=continent)
     examples = chat_splits(per_fact=profile.sft.per_fact, seed=profile.sft.seed)["train"] + extra
@@ -277,7 +278,7 @@ def report_on_test(models: dict, tok, reference: str | None = None) -> dict:
     Returns {"rows": {name: figures}, "changes": {name: paired bootstrap vs reference}, "majority_baseline_strict"}.
     """
     from ..world.probes import majority_baseline, qa_eval
-    from .sft import compare_runs, qa_score
+    from .recipe import compare_runs, qa_score
 
     items = split_items("test")
     rows = {name: TEST_QA.flat({"qa": qa_score(qa_eval(model, tok, items))}) for name, model in models.items()}

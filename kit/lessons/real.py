@@ -6,7 +6,7 @@ knowledge beyond it, and how well each predicts a page of everyday English (bits
 
 Notebook 03 teaches the real model something it does not do out of the box, even when told: to answer a
 question about a country with one line of JSON, `{"country": "Peru", "capital": "Lima"}`. The data comes
-from notebook 02's generator (`kit.world.corpus.chat_examples` with other answer templates): questions
+from notebook 02's generator (`kit.world.chats.chat_examples` with other answer templates): questions
 about the "train" countries to learn from, about the dev countries to measure on. `json_task_run` measures
 before and after, on the same held-out questions: the format rate (one JSON object with the two keys),
 exact match (the right fact in it), token F1, each with a 95% interval (questions resampled by country),
@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from ..engine.generate import chat_replies
 from ..engine.metrics import TokenF1
 from ..engine.stats import bootstrap_ci, paired_bootstrap
-from ..world.corpus import FACTS, QAItem, country_splits, load_world, qa_items
+from ..world.chats import QAItem, qa_items
+from ..world.corpus import FACTS, country_splits, load_world
 from ..world.knowledge import bits_per_char, everyday_requests, knowledge_qa
 from ..world.safety import looks_like_refusal
 from .profiles import Profile

@@ -84,7 +84,7 @@ class SFTPanel:
             common = dict(callbacks=[self], stop=self.stop, pause=self.pause, out_dir=self.out_dir)
             if self.profile is not None:
                 from ..lessons.artifacts import base_model
-                from ..lessons.sft import finetune_recipe
+                from ..lessons.recipe import finetune_recipe
 
                 self.base = self.base or base_model(self.profile)
                 self.result = finetune_recipe(self.config(), self.base, examples=self.examples, **common)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from ..world.safety import HAZARDS, append_redteam, load_redteam, looks_like_refusal
+from ..world.safety import HAZARDS, looks_like_refusal
+from ..world.safety_files import append_redteam, load_redteam
 
 
 class RedTeam:

@@ -12,7 +12,7 @@ the most common value of each fact type among the training countries.
 Example:
     >>> FactCloze().compute(predictions=[" Paris. It is", " Rome"], references=["Paris", "Madrid"])
     {'accuracy': 0.5, 'correct': 1, 'total': 2}
-    >>> from kit.world.corpus import QAItem
+    >>> from kit.world.chats import QAItem
     >>> item = QAItem("Angola", "continent", "Where is Angola?", "Angola is in Africa.", "Africa")
     >>> contains_fact("Slovakia is in Africa.", "Africa"), strict_correct(item, "Slovakia is in Africa.", True)
     (True, False)
@@ -28,7 +28,8 @@ from collections import Counter
 
 from ..engine.generate import chat_replies, complete
 from ..engine.metrics import FormatRate, MatchAccuracy, first_clause, matches
-from .corpus import FACTS, QAItem, cloze_prompts, country_splits, load_world
+from .chats import QAItem
+from .corpus import FACTS, cloze_prompts, country_splits, load_world
 
 
 class FactCloze(MatchAccuracy):

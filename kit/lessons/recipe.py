@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 from collections.abc import Sequence
@@ -23,7 +24,8 @@ from ..engine.sft import FinetuneResult, finetune
 from ..engine.stats import bootstrap_ci, mcnemar, paired_bootstrap
 from ..engine.tokenizer import encode_documents
 from ..engine.train import TokenRows
-from ..world.corpus import build_corpus, chat_splits, country_splits, load_world, mentioned_countries, split_items
+from ..world.chats import chat_splits, mentioned_countries, split_items
+from ..world.corpus import build_corpus, country_splits, load_world
 from ..world.probes import cloze_on, fact_cloze, majority_baseline, qa_eval
 from .profiles import Profile
 from .results import SFT, BeforeAfter, Countries, QAScore, RecipeFigures
@@ -106,8 +108,7 @@ def base_qa(base, split: str = EVAL_SPLIT) -> dict:
     import hashlib
     import json
 
-    from ..engine.cache import cache_root
-    from ..engine.data import write_text_atomic
+    from ..engine.cache import cache_root, write_text_atomic
 
     items = split_items(split)
     digest = hashlib.sha256(json.dumps([it.question for it in items]).encode()).hexdigest()[:10]
@@ -139,7 +140,7 @@ def finetune_recipe(profile: Profile, base, *, lora: bool | None = None, example
 
     Args:
         profile: its `sft` settings are used (`profile.with_sft(...)` changes them).
-        base: a `kit.lessons.artifacts.BaseModel` (`kit.base_model(profile)`).
+        base: a `kit.lessons.artifacts.CachedModel` (`kit.base_model(profile)`).
         lora: overrides `profile.sft.lora`.
         examples: training examples (default: the generated ones about the "train" countries).
         callbacks, stop, pause: passed to `train()`.
@@ -149,19 +150,30 @@ def finetune_recipe(profile: Profile, base, *, lora: bool | None = None, example
         run: a `kit.engine.runs.Run` that records this run (a sweep passes its own); by default a new run
             folder `sft-<profile>-<full|lora>-<time>` under the cache's `runs/`, marked crashed on error.
     """
-    own = run is None
     cfg = profile.sft if lora is None else dataclasses.replace(profile.sft, lora=lora)
-    if own:
-        run = Run(auto_name(f"sft-{profile.name}-{'lora' if cfg.lora else 'full'}"), parent=base_name(base))
-    try:
-        result = _recipe(profile, cfg, base, examples, callbacks, stop, pause, out_dir, measure, run)
-    except BaseException as e:
-        if own:
-            run.finish("crashed", f"{type(e).__name__}: {e}")
-        raise
-    if own:
-        run.finish()
+    with _own_run(run, f"sft-{profile.name}-{'lora' if cfg.lora else 'full'}", base_name(base)) as run:
+        world = load_world()
+        train_examples, eval_examples, replay = recipe_data(profile, cfg, examples, world)
+        run.log(config={"profile": profile.name})
+        evaluators = {"course": course_evaluator(profile, base.tokenizer, world)} if measure else {}
+        result = finetune(base.fresh_model(), base.tokenizer, train_examples, eval_examples, cfg, replay_docs=replay,
+                          evaluators=evaluators, generate=False, callbacks=callbacks, stop=stop, pause=pause,
+                          run=run, measure=measure, device=profile.pretrain.device)
+        result.figures = _figures(profile, cfg, base, result, run.info.get("parent"), world)
+        result.info.update(SFT.flat(result.figures))
+        _record(run, result, out_dir)
     return result
+
+
+@contextlib.contextmanager
+def _own_run(run, name: str, parent: str):
+    """The given run; or a new run folder (`auto_name(name)`), finished when the block ends (crashed, with the
+    error, when it raises)."""
+    if run is not None:
+        yield run
+        return
+    with Run(auto_name(name), parent=parent) as own:
+        yield own
 
 
 def base_name(base) -> str:
@@ -169,41 +181,43 @@ def base_name(base) -> str:
     return f"base model {Path(base.path).name}"
 
 
-def _recipe(profile, cfg, base, examples, callbacks, stop, pause, out_dir, measure, run) -> FinetuneResult:
-    tok, model = base.tokenizer, base.fresh_model()
-    world = load_world()
-    splits = chat_splits(world, cfg.per_fact, cfg.seed)  # train: the "train" countries; eval: the dev ones
+def recipe_data(profile: Profile, cfg, examples: list[dict] | None, world) -> tuple[list, list, list]:
+    """(training examples (given, or the generated ones about the "train" countries), evaluation examples (the
+    dev countries), replayed pre-training documents (`cfg.replay` of them per training example))."""
+    splits = chat_splits(world, cfg.per_fact, cfg.seed)
     train_examples = examples if examples is not None else splits["train"]
-    run.log(config={"profile": profile.name})
     replay = []
     if cfg.replay > 0:
         corpus = build_corpus(profile.corpus, world)
         n = min(len(corpus.train), round(cfg.replay * len(train_examples)))
         replay = random.Random(cfg.seed).sample(corpus.train, n)
-    evaluators = {"course": course_evaluator(profile, tok, world)} if measure else {}
-    result = finetune(model, tok, train_examples, splits["eval"], cfg, replay_docs=replay, evaluators=evaluators,
-                      generate=False, callbacks=callbacks, stop=stop, pause=pause, out_dir=None, run=run,
-                      measure=measure, device=profile.pretrain.device)
+    return train_examples, splits["eval"], replay
+
+
+def _figures(profile: Profile, cfg, base, result: FinetuneResult, parent: str | None, world) -> RecipeFigures:
+    """The typed figures of a recipe run: the engine's, and the course evaluator's before and after."""
     before, after = result.info.pop("course_before", None), result.info.pop("course_after", None)
-    fig = RecipeFigures(profile.name, cfg.seed, cfg.replay, EVAL_SPLIT, run.info.get("parent"), result.info)
+    fig = RecipeFigures(profile.name, cfg.seed, cfg.replay, EVAL_SPLIT, parent, result.info)
     if after is not None:
         fig.qa, fig.base = qa_score(after["qa"]), qa_score(base_qa(base))
         fig.majority_strict = majority_baseline(split_items(EVAL_SPLIT, world), world)["accuracy"]
         fig.ppl = BeforeAfter(before["ppl"], after["ppl"])
         fig.cloze = BeforeAfter(Countries(**before["cloze"]), Countries(**after["cloze"]))
         fig.examples = after["qa"]["rows"][:12]
-    result.figures = fig
-    result.info.update(SFT.flat(fig))
-    if after is not None:
+    return fig
+
+
+def _record(run, result: FinetuneResult, out_dir) -> None:
+    """The measured figures and sample answers into the run's record; the model saved (with them) in `out_dir`."""
+    if result.figures.qa is not None:
         run.log_results({k: v for k, v in result.info.items() if k not in ("history", "config", SFT.name("examples"))})
-        run.log_samples(fig.examples)
+        run.log_samples(result.figures.examples)
     if out_dir is not None:
         from ..engine.sft import save
 
-        result.path = save(result.model, tok, Path(out_dir) / "model", result.info)
+        result.path = save(result.model, result.tokenizer, Path(out_dir) / "model", result.info)
         run.info["checkpoint"] = str(result.path)
         run.log()
-    return result
 
 
 def same_settings(result: FinetuneResult, profile: Profile, lora: bool = False) -> bool:
