@@ -7,7 +7,7 @@ A profiler hook (`sys.setprofile`) records every call into a function of `kit/` 
 Each is run once untraced first (so that both walks start from the same warm cache), then traced.
 
 Figures: `stops` (distinct kit functions entered), `modules` (distinct kit modules), `calls` (every call into
-kit), `climbs` (distinct caller -> callee edges from a lower layer into a higher one, e.g. the engine calling a
+kit), `module_crossings` (calls from one kit module into another) over `module_edges` distinct pairs, `climbs` (distinct caller -> callee edges from a lower layer into a higher one, e.g. the engine calling a
 lessons callback; layers: engine < world < lessons < widgets / exercises / doctor < the commands), `entries`
 into a few modules from outside them (`kit/engine/train.py` ...), and how often a few functions ran
 (`build_corpus`, `load_world`, the CSV read behind it).
@@ -19,6 +19,7 @@ Usage (any checkout: run it from the checkout's root with that checkout first on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -73,7 +74,9 @@ class Walk:
     def figures(self) -> dict:
         modules = {m for m, _ in self.functions}
         climbs = sorted(f"{a} -> {b}" for a, b in self.edges if layer(b) > layer(a))
+        crossings = {(a, b): n for (a, b), n in self.edges.items() if a != b}
         return {"stops": len(self.functions), "modules": len(modules), "calls": self.calls,
+                "module_crossings": sum(crossings.values()), "module_edges": len(crossings),
                 "climbs": len(climbs), "climb_edges": climbs,
                 "entries": {m: self.entries.get(m, 0) for m in WATCH_MODULES},
                 "runs": {f: self.runs.get(f, 0) for f in WATCH_FUNCS}}
@@ -110,15 +113,16 @@ def main() -> None:
     ap.add_argument("--profile", default="smoke")
     args = ap.parse_args()
     call = (sft_run if args.walk == "sft_run" else safety)(args.profile)
-    call("warm-up")  # builds what the cache lacks: both walks start warm
     import kit
 
     walk = Walk(Path(kit.__file__).parent)
-    sys.setprofile(walk.hook)
-    try:
-        call("traced")
-    finally:
-        sys.setprofile(None)
+    with contextlib.redirect_stdout(sys.stderr):  # what the kit prints stays out of the JSON
+        call("warm-up")  # builds what the cache lacks: both walks start warm
+        sys.setprofile(walk.hook)
+        try:
+            call("traced")
+        finally:
+            sys.setprofile(None)
     print(json.dumps({"walk": args.walk, "profile": args.profile, "kit": str(Path(kit.__file__).parent),
                       **walk.figures()}, indent=1))
 

@@ -147,6 +147,11 @@ def _lr_for_lora(changes: dict, lora_default: bool) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-parser per command, in the order `--help` lists them.
+
+    Longer than 60 lines on purpose: it is a table of the commands and their flags, read top to bottom; the
+    flags of a config dataclass come from one helper (`commands.config_flags`).
+    """
     from .engine.config import SFTConfig
 
     prog = "ftkit" if Path(sys.argv[0]).name == "ftkit" else "python -m kit"

@@ -198,6 +198,8 @@ def reply_spans(messages: list[dict], tok, use_marks: bool = True) -> tuple[list
     prompt is.
 
     `use_marks=False` finds the spans as for a template without marks (to compare the two).
+    One function over 60 lines on purpose: the two renderings, the stand-ins and the span ends must be read
+    together to see why a reply's span is exact under every template family.
 
     Raises:
         TemplateError: the template drops or rewrites a reply, or refuses the conversation; the

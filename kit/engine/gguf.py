@@ -91,6 +91,8 @@ def _state_dict(reader, config, layers: int) -> dict:
 def convert(path: str | Path, folder: str | Path, *, layers: int | None = None) -> dict:
     """De-quantize a Llama-architecture GGUF file into a transformers model folder (float32 safetensors).
 
+    Over 60 lines on purpose: the config, the tensors and the tokenizer are written in one pass over the file.
+
     Args:
         path: the `.gguf` file.
         folder: where to write the model and its tokenizer (created).

@@ -97,6 +97,8 @@ def load(name_or_path: str, *, vocab_size: int | None = None, tokenizer=None, se
          layers: int | None = None, source: str | None = None) -> Loaded:
     """Load a model and its tokenizer by preset name, packaged model, local folder, or hub id.
 
+    Over 60 lines on purpose: the four kinds of name are tried in one visible order, each with its own error.
+
     Args:
         name_or_path: a preset ("smoke", "classroom", "gpu"), a packaged real model ("smollm2"), a
             folder saved with `save_pretrained`, or a hub id of the form "owner/name" (online only).

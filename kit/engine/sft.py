@@ -58,6 +58,9 @@ def finetune(model, tok, train_examples: list[dict], eval_examples: list[dict] |
              measure: bool = True, device: str = "auto") -> FinetuneResult:
     """Fine-tune `model` on chat examples and measure it before and after.
 
+    Over 60 lines on purpose: it is the whole run in order (pack, measure, adapters, train, measure, save),
+    each step a call; most of its length is this docstring.
+
     Args:
         model, tok: any causal LM and its tokenizer (`kit.load(folder | hub id)`); a missing pad
             token becomes the EOS token.
