@@ -6,11 +6,12 @@ A profiler hook (`sys.setprofile`) records every call into a function of `kit/` 
   * `run_safety`: the whole of notebook 04 headless, `run_safety(profile)` on the profile's real model.
 Each is run once untraced first (so that both walks start from the same warm cache), then traced.
 
-Figures: `stops` (distinct kit functions entered), `modules` (distinct kit modules), `calls` (every call into
-kit), `module_crossings` (calls from one kit module into another) over `module_edges` distinct pairs, `climbs` (distinct caller -> callee edges from a lower layer into a higher one, e.g. the engine calling a
-lessons callback; layers: engine < world < lessons < widgets / exercises / doctor < the commands), `entries`
-into a few modules from outside them (`kit/engine/train.py` ...), and how often a few functions ran
-(`build_corpus`, `load_world`, the CSV read behind it).
+Figures: `stops` (distinct kit functions entered), `modules` (distinct kit modules), `calls` (every call
+into kit), `module_crossings` (calls from one kit module into another) over `module_edges` distinct pairs,
+`climbs` (distinct caller -> callee edges from a lower layer into a higher one, e.g. the engine calling a
+lessons callback; layers: engine < world < lessons < widgets / exercises / doctor < the commands),
+`entries` into a few modules from outside them (`kit/engine/train.py` ...), and how often a few functions
+ran (`build_corpus`, `load_world`, and the CSV read and corpus build behind them where they are cached).
 
 Usage (any checkout: run it from the checkout's root with that checkout first on the path):
     KIT_CACHE=/tmp/walk PYTHONPATH=. python bench/callwalk.py --walk sft_run --profile smoke
