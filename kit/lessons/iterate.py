@@ -284,5 +284,5 @@ def report_on_test(models: dict, tok, reference: str | None = None) -> dict:
     rows = {name: TEST_QA.flat({"qa": qa_score(qa_eval(model, tok, items))}) for name, model in models.items()}
     changes = {name: compare_runs(rows[reference], r, TEST_QA) for name, r in rows.items()
                if reference is not None and name != reference}
-    return {"rows": rows, "changes": changes, "majority_baseline_strict": majority_baseline(items)["accuracy"],
+    return {"rows": rows, "changes": changes, SFT.name("majority_strict"): majority_baseline(items)["accuracy"],
             "questions": len(items)}
