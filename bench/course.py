@@ -317,11 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="build the cached models again, even if present")
     ap.add_argument("--no-html", action="store_true", help="do not write executed HTML copies")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds one cell may run")
+    ap.add_argument("--seed", type=int, default=int(os.environ.get("KIT_SEED") or 0),
+                    help="every seed of the profile shifted by this (KIT_SEED): another base model, another data order")
     args = ap.parse_args(argv)
-    os.environ.update(ENV, KIT_PROFILE=args.profile)  # the kernels inherit this environment
+    os.environ.update(ENV, KIT_PROFILE=args.profile, KIT_SEED=str(args.seed))  # the kernels inherit this environment
     from kit.engine.cache import cache_root
 
-    reference = None if args.no_html else cache_root() / "reference" / args.profile
+    folder = args.profile if not args.seed else f"{args.profile}-seed{args.seed}"
+    reference = None if args.no_html else cache_root() / "reference" / folder
     def runner(path: Path, exprs: dict, html: Path | None) -> NotebookRun:
         print(f"running {path.name} (profile {args.profile}) ...", file=sys.stderr, flush=True)
         run = run_notebook(path, exprs, html, args.timeout)
@@ -338,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     print_report(report)
     if reference is not None:
         print(f"executed copies: {reference}/")
-    print(json.dumps({"profile": args.profile, "notebook_seconds": report.notebook_seconds,
+    print(json.dumps({"profile": args.profile, "seed": args.seed, "notebook_seconds": report.notebook_seconds,
                       "build_seconds": round(report.build_seconds, 1), "total_seconds": total_seconds(report),
                       "course_seconds": course_seconds(report), "wall_seconds": round(time.perf_counter() - t0, 1),
                       "ok": report.ok,

@@ -135,6 +135,17 @@ class Profile:
         """A validated copy with another tokenizer size, e.g. `profile.with_tokenizer(vocab_size=512)`."""
         return self._copy(tokenizer=_replace(self.tokenizer, "tokenizer", changes))
 
+    def reseeded(self, seed: int) -> Profile:
+        """A copy whose every seed is shifted by `seed`: the base model's initialisation and data order, the
+        fine-tunings' data order and phrasings, the safety stages' and the feedback round's. It stands in for
+        another machine (another CPU sums floats in another order and gets another base model); seed 0 is the
+        profile itself. The corpus stays the same text."""
+        if not seed:
+            return self
+        plus = lambda c: dataclasses.replace(c, seed=c.seed + seed)  # noqa: E731
+        return self._copy(pretrain=plus(self.pretrain), sft=plus(self.sft), feedback=plus(self.feedback),
+                          safety=plus(self.safety), real=dataclasses.replace(self.real, sft=plus(self.real.sft)))
+
     def with_corpus(self, **changes) -> Profile:
         """A validated copy with another pre-training corpus, e.g. `profile.with_corpus(qa_per_country=0)`."""
         return self._copy(corpus=_replace(self.corpus, "corpus", changes))
@@ -222,9 +233,19 @@ def get_profile(name: str | Profile | None = None) -> Profile:
             f"Unknown profile {name!r}. Valid profiles: {', '.join(PROFILES)}. "
             "Set KIT_PROFILE to one of them or pass profile=... explicitly."
         )
-    profile = PROFILES[name]
+    profile = PROFILES[name].reseeded(seed_offset())
     validate_profile(profile)
     return profile
+
+
+def seed_offset() -> int:
+    """`KIT_SEED` (default 0): every named profile comes `reseeded` by it (`bench/seeds.py` runs the course over
+    several, for the spread a class on other machines will see)."""
+    text = os.environ.get("KIT_SEED", "").strip() or "0"
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"KIT_SEED must be a whole number, got {text!r}: unset it, or set e.g. KIT_SEED=1") from None
 
 
 def validate_profile(p: Profile) -> None:

@@ -1,0 +1,115 @@
+"""The course over several seeds: the spread of every checked figure, and ranges taken from it.
+
+Another CPU sums floats in another order, so a class on other laptops trains another base model and sees
+other figures. `KIT_SEED` stands in for that: it shifts every seed of the profile (the base model's
+initialisation and data order, the fine-tunings', the safety stages', the feedback round's). This script
+runs `bench/course.py --seed S` for each seed, one after the other (each builds its own base model),
+keeps every run's figures in `--out` as it goes (a killed run loses only its own seed), and with `--apply`
+writes each figure's spread (mean, sd, min, max, the values) and a range that holds every seed with room to
+spare into `bench/expected.json`.
+
+Usage:
+    python bench/seeds.py --profile classroom --seeds 0 1 2 3 4     # ~17 min a seed on 2 CPU cores
+    python bench/seeds.py --profile classroom --apply               # ranges from what --out holds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED = ROOT / "bench" / "expected.json"
+
+
+def run_seed(profile: str, seed: int, timeout: int) -> dict:
+    """One `bench/course.py` run; its JSON summary (figures, seconds, ok)."""
+    cmd = [sys.executable, str(ROOT / "bench" / "course.py"), "--profile", profile, "--seed", str(seed)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    last = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not last:
+        raise RuntimeError(f"seed {seed}: bench/course.py printed no summary (exit {done.returncode}):\n"
+                           + done.stderr[-2000:])
+    return json.loads(last[-1])
+
+
+def spread(values: list[float]) -> dict:
+    """mean, sd, min, max of one figure over the seeds (rounded for the table)."""
+    r = lambda x: round(x, 4)  # noqa: E731
+    return {"mean": r(statistics.mean(values)), "sd": r(statistics.stdev(values)) if len(values) > 1 else 0.0,
+            "min": r(min(values)), "max": r(max(values)), "n": len(values)}
+
+
+def range_from(values: list[float], old: list | None) -> list[float]:
+    """A range holding every seed's value with room to spare: [min, max] widened by the larger of two sds, half
+    the spread, and 0.03 (a few questions of a rate), 10% for a figure above 1 (a loss, a count), clipped to
+    [0, 1] where every value is a rate. A figure that did not move keeps its old range (an exact check)."""
+    lo, hi = min(values), max(values)
+    if lo == hi and old:
+        return old
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    scale = 0.1 * max(abs(lo), abs(hi)) if max(abs(lo), abs(hi)) > 1 else 0.03
+    margin = max(2 * sd, (hi - lo) / 2, scale)
+    low, high = lo - margin, hi + margin
+    if all(0 <= v <= 1 for v in values):
+        low, high = max(0.0, low), min(1.0, high)
+    digits = 3 if high - low < 10 else 0
+    return [math.floor(low * 10**digits) / 10**digits, math.ceil(high * 10**digits) / 10**digits]
+
+
+def apply(results: dict, profile: str, path: Path = EXPECTED) -> list[str]:
+    """Write spreads and ranges into the expected-figures table; return one line per figure."""
+    table = json.loads(path.read_text())
+    seeds = sorted(results, key=int)
+    lines = []
+    for row in table["figures"]:
+        key = f"{row['notebook']} {row['figure']}"
+        values = [results[s]["figures"].get(key) for s in seeds]
+        values = [v for v in values if isinstance(v, (int, float))]
+        if len(values) < 2:
+            lines.append(f"{key}: {len(values)} seed(s) measured, left as it was")
+            continue
+        new = range_from(values, row.get("ranges", {}).get(profile))
+        row.setdefault("ranges", {})[profile] = new
+        row.setdefault("spread", {})[profile] = {**spread(values), "seeds": [int(s) for s in seeds],
+                                                 "values": [round(v, 4) for v in values]}
+        row.setdefault("sources", {})[profile] = (
+            f"bench/seeds.py --profile {profile} --seeds {' '.join(seeds)} ({time.strftime('%Y-%m-%d')}, 2-core "
+            f"CPU): every seed's value inside, widened by max(2 sd, half the spread, 0.03 or 10%)")
+        s = row["spread"][profile]
+        lines.append(f"{key}: mean {s['mean']} sd {s['sd']} min {s['min']} max {s['max']} -> range {new}")
+    path.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="classroom")
+    ap.add_argument("--seeds", type=int, nargs="*", default=[])
+    ap.add_argument("--out", type=Path, default=None, help="the per-seed figures (default bench/seeds-PROFILE.json)")
+    ap.add_argument("--apply", action="store_true", help="write spreads and ranges into bench/expected.json")
+    ap.add_argument("--timeout", type=int, default=3600, help="seconds one seed's course may take")
+    args = ap.parse_args(argv)
+    out = args.out or ROOT / "bench" / f"seeds-{args.profile}.json"
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        print(f"seed {seed}: running the course ...", file=sys.stderr, flush=True)
+        results[str(seed)] = run_seed(args.profile, seed, args.timeout)
+        out.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"seed {seed}: {time.perf_counter() - t0:.0f} s, in range: {results[str(seed)]['ok']}", file=sys.stderr,
+              flush=True)
+    if args.apply:
+        for line in apply(results, args.profile):
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
