@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from hygiene import HOOK, problems, read_counts
 from nbclient import NotebookClient
 from tiny_hub import save_tiny_qwen2
 
@@ -42,19 +43,31 @@ def course_dir(tmp_path_factory) -> Path:
     return root / "notebooks"
 
 
+def execute(nb, folder: Path, timeout: int = 600) -> list[str]:
+    """Execute a notebook in `folder` with the figure counter first; return its output-hygiene problems."""
+    nb.cells.insert(0, nbformat.v4.new_code_cell(HOOK))
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(folder)}})
+    try:
+        client.execute()  # raises CellExecutionError, naming the cell, on any error
+    finally:
+        nb.cells.pop(0)
+    return problems(nb, read_counts(folder))
+
+
 def run_smoke(path: Path, folder: Path, monkeypatch) -> str:
-    """Execute one notebook in the smoke profile; return the text of its outputs (any error fails the test)."""
+    """Execute one notebook in the smoke profile; return the text of its outputs (any error, or an output that
+    does not look finished (`hygiene.problems`), fails the test)."""
     monkeypatch.setenv("KIT_PROFILE", "smoke")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("KIT_HEADLESS", "1")  # no one clicks: panels train synchronously
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}})
     t0 = time.perf_counter()
-    client.execute()  # raises CellExecutionError, naming the cell, on any error
+    found = execute(nb, folder)
     print(f"{path.name}: {time.perf_counter() - t0:.1f} s")
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
     assert errors == []
+    assert found == [], f"{path.name}: outputs that do not look finished:\n" + "\n".join(found)
     assert os.environ["KIT_PROFILE"] == "smoke"
     return "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
                    for c in nb.cells if c.cell_type == "code" for o in c.outputs)
@@ -80,3 +93,19 @@ def test_notebook_06_runs_on_another_architecture(monkeypatch, tmp_path, course_
     text = run_smoke(next(p for p in NOTEBOOKS if p.stem.startswith("06_")), course_dir, monkeypatch)
     assert "Qwen2ForCausalLM" in text and "had no pad token" in text  # it ran on the hub-style model
     assert "the same replies everywhere: True" in text
+
+
+def test_hygiene_check_fails_on_what_it_names(tmp_path, monkeypatch):
+    """The check itself: a figure drawn and not displayed, a long float, a raw Markdown table; then a clean twin."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    setup = "from kit.widgets import curves_figure, image\nfig = lambda: curves_figure([0, 1], {'a': [1, 2]})"
+    bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in (
+        setup, "shown = image(fig())\nprint('drawn')", "print(0.31669407129339494)",
+        "print('| a | b |\\n|---|---|\\n| 1 | 2 |')")])
+    found = execute(bad, tmp_path)
+    assert [f.split(":")[0] for f in found] == ["cell 1", "cell 2", "cell 3"], found
+    assert "none displayed" in found[0] and "4 decimals" in found[1] and "Markdown table" in found[2]
+    good = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in (
+        setup, "print('drawn')\nimage(fig())", "print(f'{0.31669407129339494:.3f}')",
+        "from IPython.display import HTML\nHTML('<table><tr><td>1</td></tr></table>')")])
+    assert execute(good, tmp_path) == []

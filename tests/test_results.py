@@ -80,5 +80,13 @@ def test_dig_reads_dataclasses_and_dicts():
 @pytest.mark.parametrize("fmt", ["text", "markdown", "html"])
 def test_one_table_for_every_output(fmt):
     text = columns_table({"run a": {"x": 0.123456, "ci": [0.1, 0.2]}, "run <b>": {"x": None}}, ["x", "ci"], fmt)
-    assert "0.1235" in text and "[0.1, 0.2]" in text and "-" in text
+    assert "0.123" in text and "[0.100, 0.200]" in text and "-" in text
     assert ("&lt;b&gt;" in text) == (fmt == "html") and ("| --- |" in text) == (fmt == "markdown")
+
+
+def test_numbers_print_as_people_read_them():
+    from kit.engine.results import number, rounded
+
+    assert [number(x) for x in (0.31669407129339494, 64466.0, 9.547611261950806e-05, 0.0)] == [
+        "0.317", "64,466", "9.55e-05", "0.000"]
+    assert rounded({"a": 0.123456, "b": [0.98765, 2], "c": "x"}) == {"a": 0.123, "b": [0.988, 2], "c": "x"}

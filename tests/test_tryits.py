@@ -330,3 +330,9 @@ def test_05_own_taste(tmp_path):
     auto_rate(short, lambda q, a, b: "a" if len(a) < len(b) else "b")
     assert short.pairs() != facts.pairs()
     assert all(len(p["chosen"][0]["content"]) <= len(p["rejected"][0]["content"]) for p in short.pairs())
+    # the Try-it as notebook 05 writes it, on rows shaped like feedback_items' (prompt, answer 1, answer 2, fact)
+    fb = [(q, a, b, expected[q]) for q, a, b in items]
+    pairs_to_rate = [(q, a, b) for q, a, b, _ in fb]
+    short = RatingSession(pairs_to_rate, tmp_path / "feedback-short.jsonl")
+    auto_rate(short, lambda q, a, b: "a" if len(a) < len(b) else "b")
+    assert len(short.pairs()) == len(items) and short.pairs() == RatingSession(items, tmp_path / "short.jsonl").pairs()

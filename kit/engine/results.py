@@ -105,9 +105,9 @@ def plain(v):
 def cell(v, fmt: str = "text") -> str:
     """A value as a table cell: an interval `[0.648, 0.733]`, a rate with 3 significant digits, "-" for none."""
     if isinstance(v, (list, tuple)) and v and all(isinstance(x, float) for x in v):
-        text = "[" + ", ".join(f"{x:.3g}" for x in v) + "]"
+        text = "[" + ", ".join(number(x) for x in v) + "]"
     elif isinstance(v, float):
-        text = f"{v:.4g}"
+        text = number(v)
     elif isinstance(v, (list, tuple)):
         text = ",".join(map(str, v))
     else:
@@ -115,6 +115,27 @@ def cell(v, fmt: str = "text") -> str:
     if fmt == "html":
         return _html.escape(text)
     return text.replace("|", "\\|").replace("\n", " ") if fmt == "markdown" else text
+
+
+def number(v: float) -> str:
+    """A float as people read it: 3 decimals for a rate or a loss, thousands separated, a tiny one (a learning
+    rate) in scientific notation: 0.676, 64,466, 5.68e-03."""
+    if v != v or v in (float("inf"), float("-inf")):
+        return str(v)
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.3f}" if v == 0 or abs(v) >= 0.01 else f"{v:.2e}"
+
+
+def rounded(obj, digits: int = 3):
+    """A copy with every float rounded (lists and dicts too): for printing a dict of figures."""
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(rounded(v, digits) for v in obj)
+    return obj
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], fmt: str = "text") -> str:

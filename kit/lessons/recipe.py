@@ -352,7 +352,7 @@ def results_table(runs: dict[str, FinetuneResult], keys: Sequence[str] = TABLE_K
         if isinstance(v, bool) or v is None:
             return f"{'-' if v is None else v!s:>16}"
         if isinstance(v, float):
-            return f"{v:>16.3g}" if abs(v) < 1e-2 and v else f"{v:>16,.3f}"
+            return f"{v:>16.2e}" if abs(v) < 1e-2 and v else f"{v:>16,.3f}"
         return f"{v:>16,}"
 
     lines = [f"{'':31}" + "".join(f"{name:>16}" for name in runs)]
