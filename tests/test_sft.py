@@ -110,12 +110,15 @@ def test_panel_start_pause_stop(cache, sft_profile, tmp_path):
     box = panel.widget()
     plot = box.children[4]
     assert "appears at the first read-out" in plot.value  # a placeholder, not a broken image
+    planned = panel.planned_steps()
+    assert planned and f"of {planned} planned" in panel.status()  # known before Start, not "?"
     box.controls["lr"].value = 2e-3
     box.buttons["start"].click()
     deadline = time.time() + 60
     while panel.step < 3 and time.time() < deadline:
         time.sleep(0.02)
     assert panel.step >= 3 and panel.state == "training"
+    assert panel.max_steps == planned  # the estimate was the run's own plan
     assert panel.config().sft.lr == 2e-3  # the control changed the run's config
     assert plot.value.startswith("<svg")  # drawn as a vector: sharp at the size shown
     box.buttons["pause"].click()
@@ -184,6 +187,8 @@ def test_results_table_marks_missing_figures():
     text = results_table({"run": a}, keys=("heldout_qa_accuracy", "trainable_params", "heldout_qa_strict_ci",
                                            "cloze_after"))
     assert "0.500" in text and "1,000" in text and "[0.25, 0.50]" in text and text.splitlines()[-1].split()[-1] == "-"
+    header = results_table({"no replay": a, "no replay =steps": a}, keys=("steps",)).splitlines()[0]
+    assert "no replay  " in header and header.split() == ["no", "replay", "no", "replay", "=steps"]
     assert {"steps", "epochs", "replay", "lr", "heldout_qa_strict", "base_heldout_qa_strict",
             "majority_baseline_strict", "cloze_after_heldout_countries", "train_replay_loss"} <= set(TABLE_KEYS)
 

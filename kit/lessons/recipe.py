@@ -315,7 +315,7 @@ class EpochCurve:
         """One row per epoch, rates with 3 decimals."""
         head = f"{'epoch':>6}{'strict':>9}{'lenient':>9}{'fact probe':>12}{'perplexity':>12}"
         ppl = self.ppl or [None] * len(self.epochs)
-        rows = [f"{e:>6.2f}{s:>9.3f}{le:>9.3f}{c:>12.3f}" + (f"{p:>12.3f}" if p is not None else f"{'-':>12}")
+        rows = [f"{e:>6g}{s:>9.3f}{le:>9.3f}{c:>12.3f}" + (f"{p:>12.3f}" if p is not None else f"{'-':>12}")
                 for e, s, le, c, p in zip(self.epochs, self.strict, self.lenient, self.cloze_heldout, ppl)]
         return "\n".join([head, *rows])
 
@@ -346,15 +346,17 @@ def results_table(runs: dict[str, FinetuneResult], keys: Sequence[str] = TABLE_K
     The settings rows (steps, epochs, replay, lr, seed) say what each run did: compare runs only where
     they differ in the one thing you meant to change.
     """
+    width = max(16, *(len(name) + 2 for name in runs))  # a column never runs into the next one
+
     def cell(v) -> str:
         if isinstance(v, (list, tuple)) and len(v) == 2:
-            return f"{f'[{v[0]:.2f}, {v[1]:.2f}]':>16}"
+            return f"{f'[{v[0]:.2f}, {v[1]:.2f}]':>{width}}"
         if isinstance(v, bool) or v is None:
-            return f"{'-' if v is None else v!s:>16}"
+            return f"{'-' if v is None else v!s:>{width}}"
         if isinstance(v, float):
-            return f"{v:>16.2e}" if abs(v) < 1e-2 and v else f"{v:>16,.3f}"
-        return f"{v:>16,}"
+            return f"{v:>{width}.2e}" if abs(v) < 1e-2 and v else f"{v:>{width},.3f}"
+        return f"{v:>{width},}"
 
-    lines = [f"{'':31}" + "".join(f"{name:>16}" for name in runs)]
+    lines = [f"{'':31}" + "".join(f"{name:>{width}}" for name in runs)]
     lines += [f"{k:31}" + "".join(cell(r.info.get(k)) for r in runs.values()) for k in keys]
     return "\n".join(lines)

@@ -52,13 +52,13 @@ def interval_table(stages: dict[str, Stage], names: tuple[str, ...] | list[str] 
         v, ci = dig(r, path), dig(r, path + "_ci")
         return "-" if v is None else f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}"
 
-    head = (f"{'stage':<12}{'refusal (new wordings)':>24}{'over-refusal':>20}{'refusal (unseen)':>20}"
-            f"{'over-refusal':>20}")
+    head = (f"{'stage':<12}{'refusal (new wordings)':>24}{'over-refusal (new w.)':>24}{'refusal (unseen)':>20}"
+            f"{'over-refusal (unseen)':>24}")
     lines = [head, "-" * len(head)]
     for st in names or list(stages):
         r = stages[st].figures
-        lines.append(f"{st:<12}{cell(r, 'eval.refusal'):>24}{cell(r, 'eval.over_refusal'):>20}"
-                     f"{cell(r, 'unseen.refusal'):>20}{cell(r, 'unseen.over_refusal'):>20}")
+        lines.append(f"{st:<12}{cell(r, 'eval.refusal'):>24}{cell(r, 'eval.over_refusal'):>24}"
+                     f"{cell(r, 'unseen.refusal'):>20}{cell(r, 'unseen.over_refusal'):>24}")
     return "\n".join(lines)
 
 

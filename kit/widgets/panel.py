@@ -66,6 +66,7 @@ class SFTPanel:
         self.samples: list[str] = []
         self._curves = {"steps": [], "losses": [], "replay_steps": [], "replay": [], "val_steps": [], "val_losses": []}
         self._model, self._tok, self._t0, self._w, self._sampled_at = None, None, 0.0, None, 0
+        self._planned: tuple = (None, None)  # (the settings it was computed for, planned steps)
 
     # --- the run -----------------------------------------------------------------
     def config(self):
@@ -75,6 +76,36 @@ class SFTPanel:
         if self.profile is not None:
             return self.profile.with_sft(**self.settings)
         return dataclasses.replace(self.sft, **self.settings)
+
+    def planned_steps(self) -> int | None:
+        """The optimizer steps the next run will take with the current settings: the training data packed as
+        training will pack it (computed once per setting; None when it cannot be worked out)."""
+        import dataclasses
+
+        from ..engine.packing import PackedChat
+        from ..engine.shapes import to_kit_form
+
+        cfg = self.config()
+        sft = cfg.sft if self.profile is not None else cfg
+        if self._planned[0] == sft:
+            return self._planned[1]
+        try:
+            if self.profile is not None:
+                from ..lessons.recipe import recipe_data
+                from ..world.corpus import load_world
+
+                train, _, replay = recipe_data(cfg, sft, self.examples, load_world())
+                tok = self.base.tokenizer
+            else:
+                train, replay, tok = self.train, (), self.tokenizer
+            rows = PackedChat.from_examples(to_kit_form(train), tok, sft.seq_len, sft.seed, replay_docs=replay,
+                                            first_token_weight=sft.first_token_weight)
+            batch = min(sft.batch_size, len(rows)) or 1  # finetune() shrinks a batch the data cannot fill
+            steps = dataclasses.replace(sft, batch_size=batch).train_config(len(rows)).max_steps
+        except Exception:  # the estimate is a courtesy: the run itself reports what it planned
+            steps = None
+        self._planned = (sft, steps)
+        return steps
 
     def _run(self) -> None:
         import copy
@@ -175,6 +206,8 @@ class SFTPanel:
         """One line: state, steps done of those planned, training time (pauses excluded), ETA, where it was saved."""
         info = self.result.info if self.result is not None else None
         done, planned = (info["steps"], info["planned_steps"]) if info else (self.step, self.max_steps)
+        if not planned and self.state == "ready":
+            planned = self.planned_steps()
         seconds = info["train_seconds"] if info else self.elapsed
         text = f"{self.state} · step {done} of {planned or '?'} planned · {seconds:.0f} s of training"
         eta = self.eta()
