@@ -79,9 +79,12 @@ class Report:
             f"<tr style='background:{colour[p.severity]}'><td>{p.line}</td><td>{p.severity}</td>"
             f"<td><code>{html.escape(p.field)}</code></td><td>{html.escape(p.message)}</td></tr>"
             for p in self.sorted())
-        return (f"<p><b>{self.n_examples}</b> examples: <b>{len(self.errors)}</b> errors, "
-                f"<b>{len(self.warnings)}</b> warnings</p><table><tr><th>line</th><th>severity</th>"
-                f"<th>field</th><th>message</th></tr>{rows}</table>")
+        head = (f"<p><b>{self.n_examples}</b> examples: <b>{len(self.errors)}</b> errors, "
+                f"<b>{len(self.warnings)}</b> warnings</p>")
+        if not rows:
+            return head + "<p>No problems found.</p>"
+        return (head + "<table><tr><th>line</th><th>severity</th><th>field</th><th>message</th></tr>"
+                f"{rows}</table>")
 
 
 def finish(examples: list[dict], report: Report, strict: bool, source: str) -> tuple[list[dict], Report]:

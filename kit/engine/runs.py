@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib.metadata
+import io
 import json
 import threading
 import time
@@ -309,15 +310,16 @@ def mirror(run, report_to: str) -> str:
 
     info = run if isinstance(run, dict) else load_run(run)
     folder = Path(info["folder"])
-    (tracker,) = open_trackers(report_to, folder, info["name"], info.get("config", {}))
-    try:
-        for ev in metrics(info):
-            scalars = ({"train/loss": ev.get("loss"), "train/lr": ev.get("lr")} if ev.get("event") == "step" else
-                       {"val/loss": ev.get("val_loss")})
-            tracker.log({k: v for k, v in scalars.items() if v is not None}, int(ev.get("step", 0)))
-        tracker.results(info.get("results", {}))
-    finally:
-        tracker.close()
+    with contextlib.redirect_stdout(io.StringIO()):  # the tracker's own log lines: the command below says it all
+        (tracker,) = open_trackers(report_to, folder, info["name"], info.get("config", {}))
+        try:
+            for ev in metrics(info):
+                scalars = ({"train/loss": ev.get("loss"), "train/lr": ev.get("lr")} if ev.get("event") == "step"
+                           else {"val/loss": ev.get("val_loss")})
+                tracker.log({k: v for k, v in scalars.items() if v is not None}, int(ev.get("step", 0)))
+            tracker.results(info.get("results", {}))
+        finally:
+            tracker.close()
     if report_to == "tensorboard":
         return f"tensorboard --logdir {folder / 'tensorboard'}"
     import os

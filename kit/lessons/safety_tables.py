@@ -11,6 +11,8 @@ from ..engine.results import dig
 from .results import StageFigures
 from .safety_run import RECOMMENDED, Stage, stage_change, targets
 
+LABEL_OFFSETS = ((4, 3), (4, -11), (4, 14), (4, -22), (4, 25))  # points, right of the dot, stacked
+
 
 def _f(x) -> str:
     return "  -  " if x is None else f"{x:.2f}"
@@ -88,11 +90,13 @@ def tradeoff_figure(stages: dict[str, Stage], names: tuple[str, ...] | list[str]
     for ax, (title, ref, over, corner) in zip(axes, sets):
         if corner is not None:
             ax.fill_between([-0.05, corner[1]], corner[0], 1.05, color="tab:green", alpha=0.15, label="target")
-        for st in names:
+        for k, st in enumerate(names):
             x, y = dig(stages[st].figures, over), dig(stages[st].figures, ref)
             if x is not None and y is not None:
                 ax.scatter([x], [y], s=28)
-                ax.annotate(st, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
+                # each stage's label at its own offset: stages whose dots coincide stay readable
+                ax.annotate(st, (x, y), textcoords="offset points", xytext=LABEL_OFFSETS[k % len(LABEL_OFFSETS)],
+                            fontsize=8)
         ax.set(xlim=(-0.05, 1.05), ylim=(-0.05, 1.05), xlabel="over-refusal (safe look-alikes)",
                ylabel="refusal (harmful)", title=title)
         ax.grid(alpha=0.3)
