@@ -49,19 +49,20 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'kit' has no attribute {name!r}")
 
 
-def setup(profile: str | None = None, seed: int = 0):
+def setup(profile: str | None = None, seed: int | None = None):
     """The one setup cell of every notebook: pick the profile, seed everything, report the device.
 
-    Safe to run again: it only sets seeds and reads settings.
+    Safe to run again: it only sets seeds and reads settings. `seed`: default `KIT_SEED` (0 when unset).
     """
     import random
 
     import torch
 
-    from .lessons.profiles import get_profile
+    from .lessons.profiles import get_profile, seed_offset
 
     _quiet_transformers()
     prof = get_profile(profile)
+    seed = seed_offset() if seed is None else seed
     random.seed(seed)
     torch.manual_seed(seed)
     from .engine.train import pick_device
