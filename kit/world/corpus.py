@@ -62,8 +62,7 @@ def load_world(path: Path | str = COUNTRIES_CSV) -> dict[str, Country]:
     The file is parsed once per version (cached by its path, modification time and size); each call gets its
     own dict, so a caller that changes it changes nothing for the others.
     """
-    st = os.stat(path)
-    return dict(_read_world(str(path), st.st_mtime_ns, st.st_size))
+    return dict(_read_world(str(path), *_version(path)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -246,7 +245,8 @@ def build_corpus(cfg: CorpusConfig, world: dict[str, Country] | None = None) -> 
     return _write_corpus(cfg, world)
 
 
-def _version(path: Path) -> tuple[int, int]:
+def _version(path: Path | str) -> tuple[int, int]:
+    """(modification time, size) of a file: the version its cached reading is keyed by."""
     st = os.stat(path)
     return st.st_mtime_ns, st.st_size
 
