@@ -157,6 +157,10 @@ def run_notebook(path: Path, exprs: dict[str, str], html_out: Path | None, timeo
     if html_out is not None:
         from nbconvert import HTMLExporter
 
+        sys.path.insert(0, str(ROOT / "bench"))
+        from widget_snapshot import snapshot
+
+        snapshot(nb)  # the widgets as they were, drawn without the CDN an offline classroom cannot reach
         html_out.parent.mkdir(parents=True, exist_ok=True)
         html_out.write_text(HTMLExporter().from_notebook_node(nb)[0], encoding="utf-8")
     return NotebookRun(seconds, figures, error, slowest)

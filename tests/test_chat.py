@@ -71,3 +71,31 @@ def test_mask_html_colours_loss_tokens(tok):
     page = mask_html(r, tok)
     assert page.count("#c8f7c5") == r.n_loss_tokens
     assert page.count("<span") == len(r.input_ids)
+
+
+def test_replies_cut_by_the_token_limit_are_shown_cut_at_a_word(tok):
+    """A random model never ends its turn in 5 tokens: the texts for reading lose their last word and end in "…";
+    the plain texts (what the measurements take) are left alone."""
+    from kit.engine.generate import chat, chat_replies, complete
+    from kit.engine.models import load
+    from kit.engine.sanitize import mark_cut
+
+    model, _ = load("smoke", tokenizer=tok)
+    conv = [[{"role": "user", "content": "What is the capital of Peru?"}]]
+    (plain, ended), = chat_replies(model, tok, conv, max_new_tokens=5)
+    (marked, _), = chat_replies(model, tok, conv, max_new_tokens=5, mark_cut=True)
+    assert not ended and not plain.endswith("…")
+    assert marked == mark_cut(plain, ended=False) and marked.endswith("…")
+    assert chat(model, tok, "What is the capital of Peru?", max_new_tokens=5) == marked
+    assert plain.startswith(marked[:-1].rstrip())  # only the end was cut
+    cont, = complete(model, tok, ["The capital of France is"], max_new_tokens=5, mark_cut=True)
+    assert cont.endswith("…") and cont != complete(model, tok, ["The capital of France is"], max_new_tokens=5)[0]
+
+
+def test_mark_cut_leaves_a_finished_reply_and_guesses_from_the_ending():
+    from kit.engine.sanitize import mark_cut
+
+    assert mark_cut("It is Lima.", ended=True) == "It is Lima."
+    assert mark_cut("It is Lim", ended=False) == "It is…"
+    assert mark_cut("It is Lima.") == "It is Lima."          # not recorded: a sentence's end counts as finished
+    assert mark_cut("I can't help with that (fraud). I c") == "I can't help with that (fraud). I…"

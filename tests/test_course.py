@@ -144,7 +144,10 @@ def test_a_real_notebook_runs_its_figures_are_read_and_its_html_copy_written(tmp
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# A fake notebook"),
-                nbformat.v4.new_code_cell("after = {'accuracy': 0.75}")]
+                nbformat.v4.new_code_cell("after = {'accuracy': 0.75}"),
+                nbformat.v4.new_code_cell("import ipywidgets as w\n"
+                                          "w.VBox([w.HTML('<b>loss 1.25</b>'), w.Button(description='Start'),\n"
+                                          "        w.Textarea(value='a <sample>')])")]
     path = tmp_path / "01_fake.ipynb"
     nbformat.write(nb, path)
     html = tmp_path / "reference" / "01_fake.html"
@@ -153,6 +156,9 @@ def test_a_real_notebook_runs_its_figures_are_read_and_its_html_copy_written(tmp
     assert result.figures["fact probe"] == 0.75 and result.figures["missing"].startswith("NameError")
     text = html.read_text()
     assert "A fake notebook" in text and course.MARK not in text  # the figure probe is not in the copy
+    # the widgets are drawn as they were (no CDN needed offline), user text escaped, marked as a snapshot
+    assert "<b>loss 1.25</b>" in text and "Start" in text and "a &lt;sample&gt;" in text
+    assert "A snapshot of an interactive control" in text and "widget-state+json" not in text
 
 
 # ----------------------------------------------------------------------------- the repo's own table

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .sanitize import mark_cut as shown
 from .tokenizer import document_start, stop_token_ids
 
 
@@ -38,10 +39,12 @@ def _generate(model, tok, texts: list[str], batch_size: int, **settings) -> list
 
 
 def complete(model, tok, prompts: list[str], *, max_new_tokens: int = 12, temperature: float = 0.0,
-             top_k: int = 0, seed: int | None = None, batch_size: int = 64) -> list[str]:
+             top_k: int = 0, seed: int | None = None, batch_size: int = 64, mark_cut: bool = False) -> list[str]:
     """Continue each prompt; greedy when `temperature == 0`, else sampled (optionally top-k).
 
-    Generation stops at the end-of-document or end-of-turn token, which is not returned.
+    Generation stops at the end-of-document or end-of-turn token, which is not returned. `mark_cut`: a
+    continuation that stopped at `max_new_tokens` instead loses its last, perhaps half-written, word and ends in
+    "…" (for showing; measurements take the plain text).
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -51,7 +54,11 @@ def complete(model, tok, prompts: list[str], *, max_new_tokens: int = 12, temper
                      max_new_tokens=max_new_tokens, do_sample=sampling,
                      temperature=temperature if sampling else None,
                      top_k=(top_k or None) if sampling else None, top_p=None)
-    return tok.batch_decode(rows, skip_special_tokens=True)
+    texts = tok.batch_decode(rows, skip_special_tokens=True)
+    if not mark_cut:
+        return texts
+    stops = set(stop_token_ids(tok))
+    return [shown(t, ended=bool(stops & set(r))) for t, r in zip(texts, rows)]
 
 
 @torch.no_grad()
@@ -66,9 +73,10 @@ def next_token_probs(model, tok, prompt: str, k: int = 10) -> list[tuple[str, fl
 
 
 def chat_replies(model, tok, conversations: list[list[dict]], *, max_new_tokens: int = 48,
-                 batch_size: int = 64) -> list[tuple[str, bool]]:
+                 batch_size: int = 64, mark_cut: bool = False) -> list[tuple[str, bool]]:
     """Greedy assistant replies to each conversation: (text, ended) where `ended` means the model
-    closed its turn with an end token within `max_new_tokens`."""
+    closed its turn with an end token within `max_new_tokens`; `mark_cut`: a text that did not end is shown
+    cut after its last whole word, with "…" (`sanitize.mark_cut`)."""
     stops = stop_token_ids(tok)
     texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
     out: list[tuple[str, bool]] = []
@@ -76,7 +84,8 @@ def chat_replies(model, tok, conversations: list[list[dict]], *, max_new_tokens:
         ended = any(t in stops for t in ids)
         if ended:
             ids = ids[: min(ids.index(t) for t in stops if t in ids)]
-        out.append((tok.decode(ids, skip_special_tokens=True).strip(), ended))
+        text = tok.decode(ids, skip_special_tokens=True).strip()
+        out.append((shown(text, ended) if mark_cut else text, ended))
     return out
 
 
@@ -87,6 +96,6 @@ def answers(model, tok, prompts: list[str], max_new_tokens: int = 48) -> list[st
 
 
 def chat(model, tok, prompt: str, system: str | None = None, max_new_tokens: int = 48) -> str:
-    """One reply to one user prompt."""
+    """One reply to one user prompt, for reading: a reply cut by `max_new_tokens` ends in "…"."""
     conv = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    return chat_replies(model, tok, [conv], max_new_tokens=max_new_tokens)[0][0]
+    return chat_replies(model, tok, [conv], max_new_tokens=max_new_tokens, mark_cut=True)[0][0]

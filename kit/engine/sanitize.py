@@ -3,6 +3,7 @@
 * `slug(name)`: a run name as a folder name that cannot climb out of its folder (no `/`, no `..`).
 * `safe_cell(text)` / `unsafe_cell(cell)`: a CSV cell no spreadsheet runs as a formula, and back.
 * `shorten(text, limit)`: at most `limit` characters on one line, cut at a word and marked with "…".
+* `mark_cut(text, ended)`: a reply that stopped at the token limit, cut after its last whole word and marked "…".
 
 Example:
     >>> slug("../../etc/x y"), safe_cell("=1+1"), unsafe_cell(safe_cell("=1+1"))
@@ -41,6 +42,25 @@ def shorten(text: str, limit: int = 80) -> str:
     if flat[len(cut)] != " " and " " in cut:  # the cut fell inside a word: drop that word
         cut = cut[: cut.rindex(" ")]
     return cut.rstrip(" ,;:") + "…"
+
+
+SENTENCE_END = (".", "!", "?", ")", '"', "'", "\u201d", "\u2019", ":", "…")
+
+
+def mark_cut(text: str, ended: bool | None = None) -> str:
+    """A generated text as a reader should see it: one that stopped at `max_new_tokens` (`ended` False) loses
+    its last, perhaps half-written, word and ends in "…"; one that ended its turn is left as it is. `ended` None
+    (not recorded): a text that does not end like a sentence is taken to be cut.
+
+    >>> mark_cut("(fraud). I c", ended=False), mark_cut("Lima.", ended=True), mark_cut("Noah had 9 cups and")
+    ('(fraud). I…', 'Lima.', 'Noah had 9 cups…')
+    """
+    text = str(text).rstrip()
+    if ended or (ended is None and (not text or text.endswith(SENTENCE_END))):
+        return text
+    if text and text[-1].isalnum() and " " in text:
+        text = text[: text.rindex(" ")]
+    return text.rstrip(" ,;:-") + "…"
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so as a formula

@@ -141,7 +141,7 @@ class Sampler:
 
     def sample(self) -> list[str]:
         return complete(self.model, self.tok, [self.prompt] * self.n, max_new_tokens=self.max_new_tokens,
-                        temperature=self.temperature, top_k=self.top_k, seed=self.seed)
+                        temperature=self.temperature, top_k=self.top_k, seed=self.seed, mark_cut=True)
 
     def widget(self):
         import ipywidgets as w
@@ -178,7 +178,7 @@ class ChatCompare:
         from ..engine.generate import chat_replies
 
         conv = [[{"role": "user", "content": prompt}]]
-        return {name: chat_replies(m, t, conv, max_new_tokens=self.max_new_tokens)[0][0]
+        return {name: chat_replies(m, t, conv, max_new_tokens=self.max_new_tokens, mark_cut=True)[0][0]
                 for name, (m, t) in self.models.items()}
 
     def widget(self, prompt: str = "What is the capital of Peru?"):

@@ -187,7 +187,7 @@ class SFTPanel:
         if self._model is not None and (not self.samples or ev["step"] - self._sampled_at >= self.sample_every):
             self._sampled_at = ev["step"]
             replies = chat_replies(self._model, self._tok, [[{"role": "user", "content": p}] for p in self.prompts],
-                                   max_new_tokens=32)
+                                   max_new_tokens=32, mark_cut=True)
             self.samples = [f"{p} → {a}" for p, (a, _) in zip(self.prompts, replies)]
         self._refresh()
 
