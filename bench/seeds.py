@@ -11,6 +11,7 @@ spare into `bench/expected.json`.
 Usage:
     python bench/seeds.py --profile classroom --seeds 0 1 2 3 4     # ~17 min a seed on 2 CPU cores
     python bench/seeds.py --profile classroom --apply               # ranges from what --out holds
+    python bench/seeds.py --profile classroom --table               # the spread as a Markdown table
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def spread(values: list[float]) -> dict:
 def range_from(values: list[float], old: list | None) -> list[float]:
     """A range holding every seed's value with room to spare: [min, max] widened by the larger of two sds, half
     the spread, and 0.03 (a few questions of a rate), 10% for a figure above 1 (a loss, a count), clipped to
-    [0, 1] where every value is a rate. A figure that did not move keeps its old range (an exact check)."""
+    [0, 1] where every value is a rate. A figure that did not move keeps its old range (an exact check). A rate
+    whose seeds spread so far that the range would be all of [0, 1] gets a floor instead, at half the lowest
+    seed's value: it no longer says what a class will see, only that the stage learned something at all."""
     lo, hi = min(values), max(values)
     if lo == hi and old:
         return old
@@ -59,6 +62,8 @@ def range_from(values: list[float], old: list | None) -> list[float]:
     low, high = lo - margin, hi + margin
     if all(0 <= v <= 1 for v in values):
         low, high = max(0.0, low), min(1.0, high)
+        if low == 0.0 and high == 1.0 and lo > 0:  # a range that checks nothing: a floor at half the lowest seed
+            low = lo / 2
     digits = 3 if high - low < 10 else 0
     return [math.floor(low * 10**digits) / 10**digits, math.ceil(high * 10**digits) / 10**digits]
 
@@ -83,9 +88,37 @@ def apply(results: dict, profile: str, path: Path = EXPECTED) -> list[str]:
             f"bench/seeds.py --profile {profile} --seeds {' '.join(seeds)} ({time.strftime('%Y-%m-%d')}, 2-core "
             f"CPU): every seed's value inside, widened by max(2 sd, half the spread, 0.03 or 10%)")
         s = row["spread"][profile]
-        lines.append(f"{key}: mean {s['mean']} sd {s['sd']} min {s['min']} max {s['max']} -> range {new}")
+        floor = new[1] == 1.0 and new[0] == math.floor(min(values) / 2 * 1000) / 1000 and new[0] > 0
+        if floor:
+            row["sources"][profile] += (f"; the seeds spread from {min(values):.3f} to {max(values):.3f}, too far "
+                                        "for a range: a floor at half the lowest seed")
+        lines.append(f"{key}: mean {s['mean']} sd {s['sd']} min {s['min']} max {s['max']} -> "
+                     f"{'floor' if floor else 'range'} {new}")
     path.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n")
     return lines
+
+
+def markdown(results: dict, profile: str, path: Path = EXPECTED) -> str:
+    """The spread as a Markdown table: one row per checked figure, one column per seed, then mean ± sd and the
+    range (or floor) `bench/expected.json` holds for the profile."""
+    table = json.loads(path.read_text())
+    seeds = sorted(results, key=int)
+    head = ["figure", *(f"seed {s}" for s in seeds), "mean ± sd", "range"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table["figures"]:
+        key = f"{row['notebook']} {row['figure']}"
+        values = [results[s]["figures"].get(key) for s in seeds]
+        if not any(isinstance(v, (int, float)) for v in values):
+            continue
+        nums = [v for v in values if isinstance(v, (int, float))]
+        fmt = (lambda v: f"{v:,.0f}") if max(map(abs, nums)) > 10 else (lambda v: f"{v:.3f}")  # noqa: E731
+        mean = f"{fmt(statistics.mean(nums))} ± {fmt(statistics.stdev(nums)) if len(nums) > 1 else '0'}"
+        rng = row.get("ranges", {}).get(profile)
+        cells = [fmt(v) if isinstance(v, (int, float)) else "–" for v in values]
+        floor = "a floor at half" in row.get("sources", {}).get(profile, "")
+        shown = "–" if not rng else f"≥ {rng[0]} (floor)" if floor else f"{rng[0]} – {rng[1]}"
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {mean} | {shown} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="*", default=[])
     ap.add_argument("--out", type=Path, default=None, help="the per-seed figures (default bench/seeds-PROFILE.json)")
     ap.add_argument("--apply", action="store_true", help="write spreads and ranges into bench/expected.json")
+    ap.add_argument("--table", action="store_true", help="print the spread as a Markdown table")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds one seed's course may take")
     args = ap.parse_args(argv)
     out = args.out or ROOT / "bench" / f"seeds-{args.profile}.json"
@@ -108,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.apply:
         for line in apply(results, args.profile):
             print(line)
+    if args.table:
+        print(markdown(results, args.profile))
     return 0
 
 

@@ -41,6 +41,8 @@ def test_ranges_hold_every_seed_with_room_to_spare():
     assert seeds.range_from([0.0, 0.0], [0, 0]) == [0, 0]  # a figure that never moves keeps its exact check
     low, high = seeds.range_from([913, 920, 905], None)
     assert low < 905 and high > 920
+    # seeds too far apart for a range: a floor at half the lowest seed, which a model that learned nothing fails
+    assert seeds.range_from([0.92, 0.15, 0.94, 0.95, 0.93], None) == [0.075, 1.0]
 
 
 def test_apply_writes_the_spread_and_the_range(tmp_path):
@@ -55,3 +57,15 @@ def test_apply_writes_the_spread_and_the_range(tmp_path):
     low, high = row["ranges"]["p"]
     assert low < 0.58 and high > 0.65 and "seeds.py" in row["sources"]["p"]
     assert "left as it was" in lines[1]
+
+
+def test_the_spread_table_has_a_column_per_seed_and_the_range(tmp_path):
+    table = {"figures": [{"notebook": "01", "figure": "probe", "read": "kernel: x", "ranges": {"p": [0.1, 0.9]}},
+                         {"notebook": "02", "figure": "count", "read": "kernel: y"}]}
+    path = tmp_path / "expected.json"
+    path.write_text(json.dumps(table))
+    results = {"0": {"figures": {"01 probe": 0.5, "02 count": 913.0}}, "3": {"figures": {"01 probe": 0.7}}}
+    lines = seeds.markdown(results, "p", path).splitlines()
+    assert lines[0] == "| figure | seed 0 | seed 3 | mean ± sd | range |"
+    assert lines[2] == "| 01 probe | 0.500 | 0.700 | 0.600 ± 0.141 | 0.1 – 0.9 |"
+    assert lines[3] == "| 02 count | 913 | – | 913 ± 0 | – |"  # a seed without the figure, a row without a range
