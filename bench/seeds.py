@@ -11,6 +11,7 @@ spare into `bench/expected.json`.
 Usage:
     python bench/seeds.py --profile classroom --seeds 0 1 2 3 4     # ~17 min a seed on 2 CPU cores
     python bench/seeds.py --profile classroom --apply               # ranges from what --out holds
+    python bench/seeds.py --seeds 0 1 2 3 4 --notebooks 02 03       # after a change to notebook 03's recipe only
     python bench/seeds.py --profile classroom --table               # the spread as a Markdown table
 """
 
@@ -29,15 +30,29 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = ROOT / "bench" / "expected.json"
 
 
-def run_seed(profile: str, seed: int, timeout: int) -> dict:
-    """One `bench/course.py` run; its JSON summary (figures, seconds, ok)."""
+def run_seed(profile: str, seed: int, timeout: int, notebooks: list[str] | None = None) -> dict:
+    """One `bench/course.py` run (all notebooks, or the two-digit prefixes `notebooks`); its JSON summary."""
     cmd = [sys.executable, str(ROOT / "bench" / "course.py"), "--profile", profile, "--seed", str(seed)]
+    cmd += ["--notebooks", *notebooks] if notebooks else []
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     last = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if not last:
         raise RuntimeError(f"seed {seed}: bench/course.py printed no summary (exit {done.returncode}):\n"
                            + done.stderr[-2000:])
     return json.loads(last[-1])
+
+
+def merge(old: dict | None, new: dict, notebooks: list[str] | None) -> dict:
+    """A seed's record after a run: the run itself, or (a run of some notebooks only) the old record with those
+    notebooks' figures and seconds replaced, and a note of what was re-measured when."""
+    if not notebooks or not old:
+        return new
+    keep = {k: v for k, v in old["figures"].items() if k[:2] not in notebooks}
+    seconds = {k: v for k, v in old.get("notebook_seconds", {}).items() if k[:2] not in notebooks}
+    remeasured = old.get("remeasured", []) + [f"{' '.join(notebooks)} on {time.strftime('%Y-%m-%d')}"]
+    return {**old, "figures": {**keep, **new["figures"]}, "remeasured": remeasured,
+            "notebook_seconds": {**seconds, **new.get("notebook_seconds", {})},
+            "ok": old.get("ok", True) and new.get("ok", True)}
 
 
 def spread(values: list[float]) -> dict:
@@ -127,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="*", default=[])
     ap.add_argument("--out", type=Path, default=None, help="the per-seed figures (default bench/seeds-PROFILE.json)")
     ap.add_argument("--apply", action="store_true", help="write spreads and ranges into bench/expected.json")
+    ap.add_argument("--notebooks", nargs="*", help="re-measure these notebooks only (two-digit prefixes, e.g. 02 03; "
+                    "list the ones they read from too): the seed's other figures are kept")
     ap.add_argument("--table", action="store_true", help="print the spread as a Markdown table")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds one seed's course may take")
     args = ap.parse_args(argv)
@@ -135,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         t0 = time.perf_counter()
         print(f"seed {seed}: running the course ...", file=sys.stderr, flush=True)
-        results[str(seed)] = run_seed(args.profile, seed, args.timeout)
+        results[str(seed)] = merge(results.get(str(seed)), run_seed(args.profile, seed, args.timeout, args.notebooks),
+                                   args.notebooks)
         out.write_text(json.dumps(results, indent=1) + "\n")
         print(f"seed {seed}: {time.perf_counter() - t0:.0f} s, in range: {results[str(seed)]['ok']}", file=sys.stderr,
               flush=True)

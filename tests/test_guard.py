@@ -11,7 +11,7 @@ from kit.lessons import safety_run as S
 from kit.lessons import safety_tables as T
 from kit.lessons.guard import LABELS, FeatureRows, GuardedChat, Probe, classify_loss, text_features, train_guard
 from kit.lessons.profiles import GuardConfig, get_profile
-from kit.lessons.results import STAGE, FileRates, Rates, StageFigures
+from kit.lessons.results import STAGE, FileRates, Judge, Rates, StageFigures
 from kit.world.safety import SafetyPrompt, safety_prompts
 from kit.world.safety_files import load_redteam
 
@@ -263,3 +263,15 @@ def test_tradeoff_figure_has_a_panel_per_prompt_set_and_a_dot_per_stage():
     dots = [tuple(map(float, c.get_offsets()[0])) for c in axes[2].collections if isinstance(c, PathCollection)]
     assert dots == [(0.0, 0.0), (0.0, 0.75)]  # (over-refusal, refusal) of each stage on the learner's prompts
     assert "0.45 [0.23, 0.68]" in T.interval_table(stages)
+
+
+def test_summary_table_is_nine_columns_with_the_guard_in_brackets():
+    fig = StageFigures(Rates(0.9, None, 0.25, None), judge=Judge(0.8, 0.5, 0.1),
+                       unseen=Rates(0.75, None, 0.3, None), helpfulness=0.4, capability=0.55)
+    stages = {"base": S.Stage({}, StageFigures(Rates(0.0, None, 0.0, None))), "safety_sft": S.Stage({}, fig)}
+    html = T.summary_table(stages, fmt="html")
+    assert html.count("<th>") == 9 and html.count("<tr>") == 3
+    assert "<td>0.90 (0.80)</td><td>0.25 (0.50)</td><td>0.75</td><td>0.30</td><td>-</td>" in html
+    head, base, sft = T.summary_table(stages).splitlines()
+    assert "over-refusal (guard)  unseen: refusal" in head  # headers apart, never run together
+    assert sft.split()[:4] == ["safety_sft", "0.90", "(0.80)", "0.25"] and base.split()[2] == "(-)"

@@ -334,3 +334,17 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
         assert len(runs.list_runs(tmp_path)) == 3
     again = sweeps.sweep(sweeps.grid({"lr": [4]}), run_fn, root=tmp_path, progress=False)
     assert again[0]["status"] == "finished"
+
+
+def test_curves_over_epochs_get_whole_number_ticks_only():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from kit.engine.plots import curves_figure
+
+    def ticks(x):
+        fig = curves_figure(x, {"strict": [0.5] * len(x)}, xlabel="epoch")
+        FigureCanvasAgg(fig).draw()
+        return [t.get_position()[0] for t in fig.axes[0].get_xticklabels()]
+
+    assert all(float(t).is_integer() for t in ticks([0, 1.0, 2, 3, 4]))
+    assert not all(float(t).is_integer() for t in ticks([0, 0.5, 1]))  # half epochs keep their ticks

@@ -69,3 +69,13 @@ def test_the_spread_table_has_a_column_per_seed_and_the_range(tmp_path):
     assert lines[0] == "| figure | seed 0 | seed 3 | mean ± sd | range |"
     assert lines[2] == "| 01 probe | 0.500 | 0.700 | 0.600 ± 0.141 | 0.1 – 0.9 |"
     assert lines[3] == "| 02 count | 913 | – | 913 ± 0 | – |"  # a seed without the figure, a row without a range
+
+
+def test_a_partial_run_replaces_only_its_notebooks_figures():
+    old = {"figures": {"01 probe": 0.9, "03 strict": 0.07}, "notebook_seconds": {"01_a": 30, "03_b": 300}, "ok": False}
+    new = {"figures": {"03 strict": 0.66}, "notebook_seconds": {"03_b": 280}, "ok": True}
+    merged = seeds.merge(old, new, ["03"])
+    assert merged["figures"] == {"01 probe": 0.9, "03 strict": 0.66}
+    assert merged["notebook_seconds"] == {"01_a": 30, "03_b": 280} and "03 on" in merged["remeasured"][0]
+    assert merged["ok"] is False  # the figures kept were out of range once: that still holds
+    assert seeds.merge(old, new, None) is new and seeds.merge(None, new, ["03"]) is new

@@ -273,7 +273,7 @@ def stats(examples: list[dict], tok, max_length: int | None = None, epochs: int 
     return {"examples": len(examples), "tokens": total, "per_example": per_example, "per_role": dict(per_role),
             "loss_tokens": loss, "loss_token_share": loss / max(1, total),
             "max_tokens": max(per_example, default=0), "mean_tokens": total / max(1, len(per_example)),
-            "epochs": epochs, "training_tokens": total * epochs}
+            "epochs": epochs, "training_tokens": round(total * epochs)}
 
 
 def sft_rows(examples: list[dict], tok, max_length: int) -> tuple[list, list[Problem]]:

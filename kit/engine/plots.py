@@ -49,11 +49,16 @@ def loss_figure(steps, losses, val_steps=(), val_losses=(), title: str = "loss",
 
 
 def curves_figure(x, series: dict, xlabel: str = "", ylabel: str = "", title: str = "") -> Figure:
-    """Several named curves over the same x values (e.g. accuracies against epochs)."""
+    """Several named curves over the same x values (e.g. accuracies against epochs); whole-number x values (epochs,
+    steps) get whole-number ticks only."""
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(6, 3.2))
     ax = fig.subplots()
     for name, ys in series.items():
         ax.plot(x, ys, "o-", label=name)
+    if all(float(v).is_integer() for v in x):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -7,7 +7,7 @@ Example:
 
 from __future__ import annotations
 
-from ..engine.results import dig
+from ..engine.results import dig, table
 from .results import StageFigures
 from .safety_run import RECOMMENDED, Stage, stage_change, targets
 
@@ -18,23 +18,31 @@ def _f(x) -> str:
     return "  -  " if x is None else f"{x:.2f}"
 
 
-def summary_table(stages: dict[str, Stage], names: tuple[str, ...] | list[str] | None = None) -> str:
-    """The stages side by side: refusal and over-refusal on the eval set (string matching; the guard as judge in
-    brackets), the same on unseen intents and on the evaluation-only file, helpfulness and capability."""
-    head = (f"{'stage':<12}{'refusal':>8}{'(clf)':>7}{'over-ref.':>10}{'(clf)':>7}   {'unseen ref.':>11}"
-            f"{'unseen over':>12}   {'file ref.':>9}{'file over':>10}   {'helpful':>8}{'capability':>11}")
-    lines = [head, "-" * len(head)]
+def summary_table(stages: dict[str, Stage], names: tuple[str, ...] | list[str] | None = None,
+                  fmt: str = "text") -> str:
+    """The stages side by side, one row each: refusal and over-refusal on the eval set (string matching, the
+    guard as judge in brackets), on unseen intents and on the evaluation-only file, helpfulness and capability;
+    `fmt` "text", "markdown" or "html" (`kit.engine.results.table`).
+
+    Example:
+        >>> print(summary_table(run.stages, ["base"]))                          # doctest: +SKIP
+        stage  refusal (guard)  over-refusal (guard)  unseen: refusal  ...
+        base       0.00 (0.03)           0.00 (0.00)             0.00  ...
+    """
+    header = ["stage", "refusal (guard)", "over-refusal (guard)", "unseen: refusal", "unseen: over-refusal",
+              "file: refusal", "file: over-refusal", "helpful", "capability"]
+    rows = []
     for st in names or list(stages):
         r = stages[st].figures
 
-        def v(path: str, r=r) -> str:
-            return _f(dig(r, path))
+        def v(path: str, judge: str | None = None, r=r) -> str:
+            text = _f(dig(r, path)).strip()
+            return f"{text} ({_f(dig(r, judge)).strip()})" if judge else text
 
-        lines.append(f"{st:<12}{v('eval.refusal'):>8}{v('judge.refusal'):>7}{v('eval.over_refusal'):>10}"
-                     f"{v('judge.over_refusal'):>7}   {v('unseen.refusal'):>11}{v('unseen.over_refusal'):>12}   "
-                     f"{v('user.refusal_rate'):>9}{v('user.over_refusal_rate'):>10}   "
-                     f"{v('helpfulness'):>8}{v('capability'):>11}")
-    return "\n".join(lines)
+        rows.append([st, v("eval.refusal", "judge.refusal"), v("eval.over_refusal", "judge.over_refusal"),
+                     v("unseen.refusal"), v("unseen.over_refusal"), v("user.refusal_rate"),
+                     v("user.over_refusal_rate"), v("helpfulness"), v("capability")])
+    return table(header, rows, fmt)
 
 
 def change_table(stages: dict[str, Stage], base: str, names: tuple[str, ...] | list[str]) -> str:
