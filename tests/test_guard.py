@@ -262,6 +262,8 @@ def test_tradeoff_figure_has_a_panel_per_prompt_set_and_a_dot_per_stage():
 
     dots = [tuple(map(float, c.get_offsets()[0])) for c in axes[2].collections if isinstance(c, PathCollection)]
     assert dots == [(0.0, 0.0), (0.0, 0.75)]  # (over-refusal, refusal) of each stage on the learner's prompts
+    legend = [t.get_text() for t in T.tradeoff_figure(stages).legends[0].get_texts()]
+    assert legend == ["target", "base", "safety_sft"]  # one legend names every stage's colour and marker
     assert "0.45 [0.23, 0.68]" in T.interval_table(stages)
 
 

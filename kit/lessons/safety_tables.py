@@ -11,7 +11,7 @@ from ..engine.results import dig, table
 from .results import StageFigures
 from .safety_run import RECOMMENDED, Stage, stage_change, targets
 
-LABEL_OFFSETS = ((4, 3), (4, -11), (4, 14), (4, -22), (4, 25))  # points, right of the dot, stacked
+MARKERS = "osD^vP"  # one per stage, with its colour: dots that coincide stay apart
 
 
 def _f(x) -> str:
@@ -100,14 +100,14 @@ def tradeoff_figure(stages: dict[str, Stage], names: tuple[str, ...] | list[str]
             ax.fill_between([-0.05, corner[1]], corner[0], 1.05, color="tab:green", alpha=0.15, label="target")
         for k, st in enumerate(names):
             x, y = dig(stages[st].figures, over), dig(stages[st].figures, ref)
-            if x is not None and y is not None:
-                ax.scatter([x], [y], s=28)
-                # each stage's label at its own offset: stages whose dots coincide stay readable
-                ax.annotate(st, (x, y), textcoords="offset points", xytext=LABEL_OFFSETS[k % len(LABEL_OFFSETS)],
-                            fontsize=8)
+            if x is not None and y is not None:  # a colour and a marker per stage, the same in every panel:
+                ax.scatter([x], [y], s=40, color=f"C{k}", marker=MARKERS[k % len(MARKERS)], label=st,
+                           alpha=0.85)  # stages whose dots coincide stay apart
         ax.set(xlim=(-0.05, 1.05), ylim=(-0.05, 1.05), xlabel="over-refusal (safe look-alikes)",
                ylabel="refusal (harmful)", title=title)
         ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle("each stage: refuse the harmful (up), help the safe (left); target: the shaded corner")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
