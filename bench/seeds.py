@@ -131,7 +131,7 @@ def markdown(results: dict, profile: str, path: Path = EXPECTED) -> str:
         rng = row.get("ranges", {}).get(profile)
         cells = [fmt(v) if isinstance(v, (int, float)) else "–" for v in values]
         floor = "a floor at half" in row.get("sources", {}).get(profile, "")
-        shown = "–" if not rng else f"≥ {rng[0]} (floor)" if floor else f"{rng[0]} – {rng[1]}"
+        shown = "–" if not rng else f"≥ {fmt(rng[0])} (floor)" if floor else f"{fmt(rng[0])} – {fmt(rng[1])}"
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {mean} | {shown} |")
     return "\n".join(lines)
 

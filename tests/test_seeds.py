@@ -67,7 +67,7 @@ def test_the_spread_table_has_a_column_per_seed_and_the_range(tmp_path):
     results = {"0": {"figures": {"01 probe": 0.5, "02 count": 913.0}}, "3": {"figures": {"01 probe": 0.7}}}
     lines = seeds.markdown(results, "p", path).splitlines()
     assert lines[0] == "| figure | seed 0 | seed 3 | mean ± sd | range |"
-    assert lines[2] == "| 01 probe | 0.500 | 0.700 | 0.600 ± 0.141 | 0.1 – 0.9 |"
+    assert lines[2] == "| 01 probe | 0.500 | 0.700 | 0.600 ± 0.141 | 0.100 – 0.900 |"
     assert lines[3] == "| 02 count | 913 | – | 913 ± 0 | – |"  # a seed without the figure, a row without a range
 
 
