@@ -286,12 +286,15 @@ def print_report(report: Report, out=None) -> None:
     if any(n[:2] not in COURSE for n in report.notebook_seconds):
         p(f"{'course (build and 01 to 05)':<36}{course_seconds(report):>9.1f}")
     p(f"{'total':<36}{total_seconds(report):>9.1f}")
-    if report.figures:
-        p(f"\n{'notebook':<9}{'figure':<48}{'value':>9}  {'range':<15}verdict")
-        for fig, value, verdict in report.figures:
-            shown = f"{value:.4g}" if isinstance(value, float) else "-"
-            rng = f"{fig.low:g} - {fig.high:g}" if fig.low is not None else "-"
-            p(f"{fig.notebook:<9}{fig.name[:47]:<48}{shown:>9}  {rng:<15}{verdict}")
+    if report.figures:  # the figure's name last and whole: a column never runs into the next
+        num = lambda v: f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"  # noqa: E731
+        rows = [(fig.notebook, num(value) if isinstance(value, float) else "-",
+                 f"{num(fig.low)} - {num(fig.high)}" if fig.low is not None else "-", verdict, fig.name)
+                for fig, value, verdict in report.figures]
+        w = [max(len(r[j]) for r in [("notebook", "value", "range", "verdict", ""), *rows]) for j in range(4)]
+        p("")
+        for r in [("notebook", "value", "range", "verdict", "figure"), *rows]:
+            p(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {r[3]:<{w[3]}}  {r[4]}")
     if report.problems:
         p(f"\nNOT READY for class, profile {report.profile}: {len(report.problems)} problem(s)")
         for prob in report.problems:
