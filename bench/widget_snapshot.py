@@ -3,7 +3,7 @@
 A widget's output in a notebook file is only a reference to its state; nbconvert's HTML page draws it with
 JavaScript fetched from a CDN, so on an offline classroom machine every control (and notebook 03's live loss
 plot, which lives inside the panel) shows as an empty `Out[n]:`. `snapshot(nb)` replaces each widget output
-with what the widget showed when the cell ran (its text, its HTML, its values), marked as a snapshot, and
+with what the widget showed when the notebook finished (its text, its HTML, its values), marked as a snapshot, and
 drops the widget state (and with it the CDN scripts) from the page.
 
 Example:
@@ -24,8 +24,8 @@ import html
 
 VIEW = "application/vnd.jupyter.widget-view+json"
 STATE = "application/vnd.jupyter.widget-state+json"
-NOTE = ("<p style='color:#666;font-size:85%'><i>A snapshot of an interactive control, as it was when the cell "
-        "ran: open the notebook in JupyterLab to use it.</i></p>")
+NOTE = ("<p style='color:#666;font-size:85%'><i>A snapshot of an interactive control, as it was when the notebook "
+        "finished running: open the notebook in JupyterLab to use it.</i></p>")
 
 
 def _ref(value) -> str | None:

@@ -99,3 +99,5 @@ def test_mark_cut_leaves_a_finished_reply_and_guesses_from_the_ending():
     assert mark_cut("It is Lim", ended=False) == "It is…"
     assert mark_cut("It is Lima.") == "It is Lima."          # not recorded: a sentence's end counts as finished
     assert mark_cut("I can't help with that (fraud). I c") == "I can't help with that (fraud). I…"
+    assert mark_cut('{"country": "Peru", "capital": "Lima"}') == '{"country": "Peru", "capital": "Lima"}'
+    assert mark_cut('{"country": "Peru", "capital": "Li') == '{"country": "Peru", "capital"…'  # cut inside JSON

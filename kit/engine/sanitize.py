@@ -44,7 +44,7 @@ def shorten(text: str, limit: int = 80) -> str:
     return cut.rstrip(" ,;:") + "…"
 
 
-SENTENCE_END = (".", "!", "?", ")", '"', "'", "\u201d", "\u2019", ":", "…")
+SENTENCE_END = (".", "!", "?", ")", "]", "}", '"', "'", "\u201d", "\u2019", ":", "…")  # a sentence's, a JSON value's
 
 
 def mark_cut(text: str, ended: bool | None = None) -> str:
