@@ -83,6 +83,11 @@ def range_from(values: list[float], old: list | None) -> list[float]:
     return [math.floor(low * 10**digits) / 10**digits, math.ceil(high * 10**digits) / 10**digits]
 
 
+def is_floor(rng: list[float], values: list[float]) -> bool:
+    """Whether `range_from` gave these values a floor (half the lowest, up to 1) rather than a range."""
+    return rng[1] == 1.0 and rng[0] > 0 and rng[0] == math.floor(min(values) / 2 * 1000) / 1000
+
+
 def apply(results: dict, profile: str, path: Path = EXPECTED) -> list[str]:
     """Write spreads and ranges into the expected-figures table; return one line per figure."""
     table = json.loads(path.read_text())
@@ -103,7 +108,7 @@ def apply(results: dict, profile: str, path: Path = EXPECTED) -> list[str]:
             f"bench/seeds.py --profile {profile} --seeds {' '.join(seeds)} ({time.strftime('%Y-%m-%d')}, 2-core "
             f"CPU): every seed's value inside, widened by max(2 sd, half the spread, 0.03 or 10%)")
         s = row["spread"][profile]
-        floor = new[1] == 1.0 and new[0] == math.floor(min(values) / 2 * 1000) / 1000 and new[0] > 0
+        floor = is_floor(new, values)
         if floor:
             row["sources"][profile] += (f"; the seeds spread from {min(values):.3f} to {max(values):.3f}, too far "
                                         "for a range: a floor at half the lowest seed")
@@ -130,8 +135,8 @@ def markdown(results: dict, profile: str, path: Path = EXPECTED) -> str:
         mean = f"{fmt(statistics.mean(nums))} ± {fmt(statistics.stdev(nums)) if len(nums) > 1 else '0'}"
         rng = row.get("ranges", {}).get(profile)
         cells = [fmt(v) if isinstance(v, (int, float)) else "–" for v in values]
-        floor = "a floor at half" in row.get("sources", {}).get(profile, "")
-        shown = "–" if not rng else f"≥ {fmt(rng[0])} (floor)" if floor else f"{fmt(rng[0])} – {fmt(rng[1])}"
+        shown = ("–" if not rng else f"≥ {fmt(rng[0])} (floor)" if is_floor(rng, nums)
+                 else f"{fmt(rng[0])} – {fmt(rng[1])}")
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {mean} | {shown} |")
     return "\n".join(lines)
 

@@ -77,7 +77,7 @@ def render(models: dict, model_id: str, depth: int = 0) -> str:
 
 def snapshot(nb) -> int:
     """Replace every widget output of `nb` with static HTML (in place); return how many were replaced."""
-    models = {k: v for k, v in nb.metadata.get("widgets", {}).get(STATE, {}).get("state", {}).items()}
+    models = nb.metadata.get("widgets", {}).get(STATE, {}).get("state", {})
     replaced = 0
     for cell in nb.cells:
         for out in cell.get("outputs", []):
